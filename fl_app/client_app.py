@@ -88,7 +88,8 @@ class HonestClient(NumPyClient):
         """Train locally (with DP-SGD if ``dp``); return the new weights, count and metrics."""
         server_round = int(config[keys.SERVER_ROUND])
         if self.cfg.dp:
-            return self.fit_private(parameters, server_round)
+            return self.fit_private(parameters, server_round,
+                                    config.get(keys.DP_ACCOUNTANT))
         weights, num_examples, loss = self.train_weights(parameters, server_round)
         return weights, num_examples, self.metrics(loss, epsilon=-1.0)
 
@@ -99,9 +100,15 @@ class HonestClient(NumPyClient):
                 keys.BYZANTINE: False, keys.EPSILON: epsilon, keys.TRAINED: int(trained),
                 keys.STATUS: status}
 
-    def fit_private(self, parameters: NDArrays, server_round: int
-                    ) -> tuple[NDArrays, int, dict[str, Scalar]]:
+    def fit_private(self, parameters: NDArrays, server_round: int,
+                    server_copy: Scalar | None = None) -> tuple[NDArrays, int, dict[str, Scalar]]:
         """DP-SGD on this partition, the accountant carried over from earlier rounds.
+
+        The accountant lives in this node's ``context.state``; a node without one
+        (the first round, or a run resumed from a checkpoint, whose nodes start
+        empty) takes ``server_copy``, the accountant it reported last (the server
+        sends it back on resume). The node's own copy always wins, so a server
+        cannot rewind a budget the node has kept.
 
         A client whose next round would take its epsilon past ``dp-max-epsilon``
         does not train: it returns zero examples (the server leaves it out and
@@ -110,17 +117,20 @@ class HonestClient(NumPyClient):
         x, y = self.data()
         dp = dp_settings(self.cfg)
         stored = self.state.get(keys.DP_STATE)
-        accountant = load_accountant(str(stored["accountant"]) if stored else None, dp.accountant)
+        text = str(stored["accountant"]) if stored else (
+            str(server_copy) if server_copy else None)
+        accountant = load_accountant(text, dp.accountant)
         noise = resolve_noise_multiplier(dp, len(y), self.settings, self.cfg.num_server_rounds)
         delta = resolve_delta(dp, len(y))
         if dp.max_epsilon is not None:
             next_epsilon = epsilon_after_round(accountant, dp, len(y), self.settings, noise)
             if next_epsilon > dp.max_epsilon:
                 spent = epsilon_of(accountant, delta)
-                return parameters, 0, self.metrics(
+                return parameters, 0, {**self.metrics(
                     float("nan"), spent, trained=False,
                     status=f"DP budget: training would reach epsilon {next_epsilon:.3f} > "
-                           f"dp-max-epsilon {dp.max_epsilon}")
+                           f"dp-max-epsilon {dp.max_epsilon}"),
+                    keys.DP_ACCOUNTANT: dump_accountant(accountant)}
         seed = derived_seed(self.cfg.seed, server_round, self.partition_id, "dp")
         torch.manual_seed(seed)
         model = build_run_model(self.cfg)
@@ -128,8 +138,10 @@ class HonestClient(NumPyClient):
         loss, _ = train_private(model, x, y, self.settings,
                                 dataclasses.replace(dp, noise_multiplier=noise),
                                 accountant, torch.Generator().manual_seed(seed))
-        self.state[keys.DP_STATE] = ConfigRecord({"accountant": dump_accountant(accountant)})
-        return get_weights(model), len(y), self.metrics(loss, epsilon_of(accountant, delta))
+        dumped = dump_accountant(accountant)
+        self.state[keys.DP_STATE] = ConfigRecord({"accountant": dumped})
+        return get_weights(model), len(y), {**self.metrics(loss, epsilon_of(accountant, delta)),
+                                            keys.DP_ACCOUNTANT: dumped}
 
     def evaluate(self, parameters: NDArrays, config: dict[str, Scalar]
                  ) -> tuple[float, int, dict[str, Scalar]]:

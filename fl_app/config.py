@@ -64,6 +64,7 @@ class RunConfig:
     dp_grad_sample_mode: str = DEFAULT_GRAD_SAMPLE_MODE
     output_dir: str = ""
     run_name: str = ""
+    resume: bool = False
 
     @property
     def data(self) -> DataConfig:
@@ -228,6 +229,10 @@ def _combination_errors(cfg: RunConfig) -> list[ConfigError]:
         errors.append(ConfigError("attack-start-round", cfg.attack_start_round,
                                   f"at most num-server-rounds = {cfg.num_server_rounds}",
                                   "The attack would never start."))
+    if cfg.resume and not cfg.run_name:
+        errors.append(ConfigError("resume", True, "resume=true together with run-name",
+                                  "Name the run folder to continue: run-name='<name>' (and "
+                                  "output-dir if it is not under ~/fl-runs)."))
     return errors
 
 

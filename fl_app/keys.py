@@ -12,6 +12,10 @@ EPSILON = "epsilon"  # cumulative DP epsilon of this client, -1 when DP is off
 TRAINED = "trained"  # 1 trained, 0 refused (DP budget spent)
 STATUS = "status"  # free text: why a client did not train
 ACCURACY = "accuracy"
+# A DP client's accountant (JSON, see fl_app.privacy.dump_accountant) after each fit; the
+# server keeps the latest in its checkpoint and returns it in the fit config of a resumed
+# run, whose clients start with an empty context.state.
+DP_ACCOUNTANT = "dp-accountant"
 
 # Fit / evaluate config sent by the server each round
 SERVER_ROUND = "server-round"

@@ -19,7 +19,7 @@ import os
 import platform
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from importlib import metadata
 from pathlib import Path
@@ -82,11 +82,18 @@ def versions() -> dict[str, str]:
 
 
 def resolve_run_dir(cfg: RunConfig) -> Path:
-    """Return the absolute folder this run writes to (created, never an existing run's)."""
+    """Return the absolute folder this run writes to (created).
+
+    Never an existing run's folder (a suffix ``-2``, ``-3`` ... keeps it apart),
+    except with ``resume = true``, which continues the run in ``run-name``.
+    """
     base = Path(cfg.output_dir).expanduser() if cfg.output_dir else DEFAULT_RUNS_DIR
     name = cfg.run_name or (f"{datetime.now():%Y%m%d-%H%M%S}-{cfg.dataset}-{cfg.strategy}"
                             f"-{cfg.attack}")
     run_dir = (base / name).resolve()
+    if cfg.resume:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        return run_dir
     suffix = 1
     while run_dir.exists() and any(run_dir.iterdir()):
         suffix += 1
@@ -107,10 +114,38 @@ class RunRecorder:
         self.clients: list[dict[str, Any]] = []
         self.scores: list[dict[str, Any]] = []
         self.extra = dict(extra or {})
+        # Node id -> partition id, filled in by the sampler: rows name partitions, which
+        # are the same in every run (simulated node ids are random).
+        self.partition_of: Mapping[str, int] = {}
+        # Partition -> the DP accountant it reported last (see fl_app.checkpoint)
+        self.dp_accountants: dict[str, str] = {}
         self._fit: Any = None  # the last strategies.fedavg.FitRoundReport
         self._started = time.time()
         self._last = self._started
         self.write_summary(status="running")
+
+    def get_state(self) -> dict[str, Any]:
+        """What a checkpoint keeps of the recorder (JSON-serialisable)."""
+        return {"rounds": self.rounds, "clients": self.clients, "scores": self.scores,
+                "extra": self.extra, "dp_accountants": self.dp_accountants,
+                "seconds": round(time.time() - self._started, 3)}
+
+    def set_state(self, state: Mapping[str, Any]) -> None:
+        """Continue from a checkpoint's :meth:`get_state`; rewrite the files to match it.
+
+        Rows written after the checkpoint (a round killed between its evaluation
+        and its checkpoint) are dropped: that round runs again.
+        """
+        self.rounds, self.clients = list(state["rounds"]), list(state["clients"])
+        self.scores, self.dp_accountants = list(state["scores"]), dict(state["dp_accountants"])
+        self.extra.update(state["extra"])
+        self._started = time.time() - float(state["seconds"])
+        self._last = time.time()
+        self._flush()
+
+    def label(self, node_id: str) -> str:
+        """How rows name a client: its partition id when known, else its node id."""
+        return str(self.partition_of.get(node_id, node_id))
 
     def note_federation(self, num_nodes: int, simulated: bool,
                         byzantine: list[int] | str) -> None:
@@ -148,6 +183,9 @@ class RunRecorder:
         honest_losses = [float(m[keys.TRAIN_LOSS]) for i, m in enumerate(metrics)
                          if i not in byz_rows and keys.TRAIN_LOSS in m and m.get(keys.TRAINED, 1)]
         eps = [float(m[keys.EPSILON]) for m in metrics if float(m.get(keys.EPSILON, -1)) >= 0]
+        for cid, m in getattr(fit, "received", {}).items():
+            if isinstance(m.get(keys.DP_ACCOUNTANT), str):
+                self.dp_accountants[self.label(cid)] = m[keys.DP_ACCOUNTANT]
         for i, m in enumerate(metrics):
             self.clients.append({
                 "round": fit.server_round, "node": fit.client_ids[i], "partition": parts[i],
@@ -171,7 +209,7 @@ class RunRecorder:
             "byzantine_clients": _ids(sorted(parts[i] for i in byz_rows)),
             "selected_clients": "" if fit.kept_global else _ids(parts[i] for i in fit.selected),
             "num_selected_byzantine": sum(i in byz_rows for i in fit.selected),
-            "rejected_clients": _ids(f"{cid}:{why}" for cid, why in fit.rejected),
+            "rejected_clients": _ids(f"{self.label(cid)}:{why}" for cid, why in fit.rejected),
             "abstained_clients": _ids(m.get(keys.PARTITION_ID, cid) for cid, m in fit.abstained),
             "epsilon_max": round(max(eps), 6) if eps else "",
             "epsilon_mean": round(float(np.mean(eps)), 6) if eps else "",

@@ -43,6 +43,14 @@ class PartitionSampler(SimpleClientManager):
         # Checks that need the federation: (number of nodes, is it a simulation?)
         self._on_first_sample = on_first_sample
 
+    def get_state(self) -> dict:
+        """The generator's state (JSON-serialisable), for a checkpoint."""
+        return dict(self._rng.bit_generator.state)
+
+    def set_state(self, state: dict) -> None:
+        """Continue the draws of a checkpointed run (:meth:`get_state`)."""
+        self._rng.bit_generator.state = state
+
     def _learn_partitions(self, proxies: list[ClientProxy]) -> None:
         unknown = [p for p in proxies if p.cid not in self.partition_of]
         if not unknown:

@@ -10,13 +10,22 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
-from flwr.common import Context, FitRes, NDArrays, Scalar, ndarrays_to_parameters
+from flwr.common import (
+    Context,
+    FitRes,
+    NDArrays,
+    Parameters,
+    Scalar,
+    ndarrays_to_parameters,
+    parameters_to_ndarrays,
+)
 from flwr.server import ServerAppComponents, ServerConfig
 from flwr.server.client_proxy import ClientProxy
 from flwr.serverapp import ServerApp
 
 from attacks.assignment import byzantine_partitions
 from fl_app import keys
+from fl_app.checkpoint import Checkpoint, checkpoint_to_resume, save_checkpoint
 from fl_app.config import RunConfig, parse_run_config
 from fl_app.data import load_test_set, partition_indices
 from fl_app.errors import ConfigError, ConfigErrors
@@ -24,6 +33,7 @@ from fl_app.privacy import resolve_delta, resolve_noise_multiplier
 from fl_app.results import RunRecorder, resolve_run_dir
 from fl_app.roles import build_run_model, dp_settings, omniscient_hook, sampled_per_round
 from fl_app.sampling import PartitionSampler
+from fl_app.server_loop import ResumableServer
 from fl_app.task import TrainSettings, evaluate, get_weights, set_weights
 from strategies.fedavg import UpdateSpaceFedAvg
 from strategies.registry import make_strategy
@@ -45,7 +55,11 @@ def by_partition(proxy: ClientProxy, res: FitRes) -> tuple[float, str]:
 
 
 def build_strategy(cfg: RunConfig, recorder: RunRecorder) -> UpdateSpaceFedAvg:
-    """Compose the configured strategy with central evaluation and recording."""
+    """Compose the configured strategy with central evaluation and recording.
+
+    Each DP client gets back, in its fit config, the accountant it reported last
+    (``recorder.dp_accountants``): a resumed run's nodes start with an empty state.
+    """
     x_test, y_test = load_test_set(cfg.data)
     eval_model = build_run_model(cfg)
 
@@ -61,6 +75,10 @@ def build_strategy(cfg: RunConfig, recorder: RunRecorder) -> UpdateSpaceFedAvg:
     def round_config(server_round: int) -> dict[str, Scalar]:
         return {keys.SERVER_ROUND: server_round}
 
+    def returned_accountant(proxy: ClientProxy) -> dict[str, Scalar]:
+        kept = recorder.dp_accountants.get(recorder.label(proxy.cid))
+        return {keys.DP_ACCOUNTANT: kept} if kept else {}
+
     return make_strategy(
         cfg.strategy, num_byzantine=cfg.declared_byzantine, num_selected=cfg.multikrum_m,
         fraction_fit=cfg.fraction_fit, fraction_evaluate=cfg.fraction_evaluate,
@@ -72,6 +90,7 @@ def build_strategy(cfg: RunConfig, recorder: RunRecorder) -> UpdateSpaceFedAvg:
         max_failures=None if cfg.accept_failures < 0 else cfg.accept_failures,
         result_order=by_partition,
         max_update_norm=cfg.max_update_norm or None,
+        client_config_fn=returned_accountant if cfg.dp else None,
     )
 
 
@@ -146,13 +165,28 @@ def server_fn(context: Context, overrides: Mapping[str, Scalar] | None = None,
     """
     cfg = parse_run_config({**context.run_config, **(overrides or {})})
     run_dir = resolve_run_dir(cfg)
-    print(f"[fl_app] results will be written to {run_dir}", flush=True)
+    checkpoint = checkpoint_to_resume(run_dir, cfg) if cfg.resume else None
+    print(f"[fl_app] results will be written to {run_dir}"
+          + (f" (resuming after round {checkpoint.server_round})" if checkpoint else ""),
+          flush=True)
     recorder = RunRecorder(cfg, run_dir, on_round=on_round)
-    strategy = build_strategy(cfg, recorder)
     sampler = PartitionSampler(cfg.seed, federation_checks(cfg, recorder))
-    return ServerAppComponents(strategy=strategy,
-                               config=ServerConfig(num_rounds=cfg.num_server_rounds),
-                               client_manager=sampler)
+    recorder.partition_of = sampler.partition_of
+    if checkpoint is not None:
+        recorder.set_state(checkpoint.recorder_state)
+        sampler.set_state(checkpoint.sampler_state)
+
+    def save(server_round: int, parameters: Parameters) -> None:
+        save_checkpoint(run_dir, Checkpoint(
+            server_round, parameters_to_ndarrays(parameters), cfg.as_dict(),
+            sampler.get_state(), recorder.get_state()))
+
+    server = ResumableServer(
+        client_manager=sampler, strategy=build_strategy(cfg, recorder), on_round_end=save,
+        start_after=checkpoint.server_round if checkpoint else None,
+        start_weights=checkpoint.weights if checkpoint else None)
+    return ServerAppComponents(server=server,
+                               config=ServerConfig(num_rounds=cfg.num_server_rounds))
 
 
 def make_server_app(overrides: Mapping[str, Scalar] | None = None,

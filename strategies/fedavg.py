@@ -65,6 +65,8 @@ class FitRoundReport:
     corrupted: list[int] = field(default_factory=list)
     rejected: list[tuple[str, str]] = field(default_factory=list)
     abstained: list[tuple[str, dict[str, Scalar]]] = field(default_factory=list)
+    # The metrics of every result received (accepted, abstained or rejected), by node id
+    received: dict[str, dict[str, Scalar]] = field(default_factory=dict)
     num_failures: int = 0
     kept_global: bool = False
     note: str = ""
@@ -94,12 +96,16 @@ class UpdateSpaceFedAvg(FedAvg):
         (the omniscient adversary in simulations); ``None`` in honest runs.
     on_fit_round:
         Called with the :class:`FitRoundReport` of every round.
+    client_config_fn:
+        Optional extra fit config per client, ``proxy -> dict`` merged over the
+        round's config (the app returns a resumed client's DP accountant).
     """
 
     def __init__(self, *, update_hook: UpdateHook | None = None,
                  on_fit_round: Callable[[FitRoundReport], None] | None = None,
                  max_failures: int | None = None, max_update_norm: float | None = None,
                  result_order: Callable[[ClientProxy, FitRes], Any] | None = None,
+                 client_config_fn: Callable[[ClientProxy], dict[str, Scalar]] | None = None,
                  **fedavg_kwargs: Any) -> None:
         super().__init__(**fedavg_kwargs)
         if max_failures is not None and max_failures < 0:
@@ -113,6 +119,7 @@ class UpdateSpaceFedAvg(FedAvg):
         self.max_update_norm = max_update_norm
         self.update_hook = update_hook
         self.on_fit_round = on_fit_round
+        self.client_config_fn = client_config_fn
         self._global: NDArrays | None = None
 
     def __repr__(self) -> str:
@@ -141,7 +148,11 @@ class UpdateSpaceFedAvg(FedAvg):
         self._global = parameters_to_ndarrays(parameters)
         sample_size, _ = self.num_fit_clients(client_manager.num_available())
         self.check_num_clients(sample_size)
-        return super().configure_fit(server_round, parameters, client_manager)
+        instructions = super().configure_fit(server_round, parameters, client_manager)
+        if self.client_config_fn is None:
+            return instructions
+        return [(proxy, FitIns(ins.parameters, {**ins.config, **self.client_config_fn(proxy)}))
+                for proxy, ins in instructions]
 
     def aggregate_fit(
         self,
@@ -155,6 +166,7 @@ class UpdateSpaceFedAvg(FedAvg):
         report = FitRoundReport(server_round, num_failures=len(failures))
         accepted: list[NDArrays] = []
         for proxy, res in sorted(results, key=lambda r: self.result_order(*r)):
+            report.received[proxy.cid] = dict(res.metrics)
             arrays = parameters_to_ndarrays(res.parameters)
             reason = malformed_reason(arrays, self._global)
             if reason is None and res.num_examples < 0:
