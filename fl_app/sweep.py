@@ -15,7 +15,9 @@ Every cell is validated (:func:`fl_app.config.parse_run_config` and the checks
 that need the federation's size) before anything runs, and all errors are
 reported together. Re-running the same command resumes: a cell whose
 ``summary.json`` says ``finished`` with the same configuration is skipped; a cell
-folder left by an interrupted run is deleted and the cell starts over. A cell
+left by an interrupted run continues from its last checkpointed round
+(``resume = true``, :mod:`fl_app.checkpoint`), and one without a usable
+checkpoint is deleted and starts over cleanly. A cell
 that finished with a *different* configuration is never overwritten: the sweep
 stops before running anything and says so.
 
@@ -43,6 +45,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from fl_app import reports
+from fl_app.checkpoint import CheckpointError, load_checkpoint
 from fl_app.config import KEYS, RunConfig, parse_run_config
 from fl_app.errors import ConfigError, ConfigErrors, FLAppError
 
@@ -51,7 +54,12 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10 (tomli is a Flower dependency)
     import tomli as tomllib
 
-SWEEP_OWNED_KEYS = ("output-dir", "run-name")  # set per cell by the sweep
+# Set per cell by the sweep, with why a user cannot set them
+SWEEP_OWNED_KEYS = {
+    "output-dir": "The sweep names each cell's folder: use --out.",
+    "run-name": "The sweep names each cell's folder: use --out.",
+    "resume": "The sweep resumes interrupted cells itself: run the same command again.",
+}
 BASE_CELL_NAME = "base"  # the one cell of a sweep without a grid
 DEFAULT_NUM_SUPERNODES = 10
 
@@ -292,12 +300,10 @@ def plan_cells(out: Path, base: Mapping[str, Any], grids: Sequence[Grid]) -> lis
         ConfigErrors: A key the sweep sets itself, a grid key without values, or two
             cells with different settings and the same folder name.
     """
-    errors = [ConfigError(key, base[key], "not set in a sweep",
-                          "The sweep names each cell's folder: use --out.")
-              for key in SWEEP_OWNED_KEYS if key in base]
-    errors += [ConfigError(key, list(grid[key]), "not swept",
-                           "The sweep names each cell's folder: use --out.")
-               for grid in grids for key in SWEEP_OWNED_KEYS if key in grid]
+    errors = [ConfigError(key, base[key], "not set in a sweep", why)
+              for key, why in SWEEP_OWNED_KEYS.items() if key in base]
+    errors += [ConfigError(key, list(grid[key]), "not swept", why)
+               for grid in grids for key, why in SWEEP_OWNED_KEYS.items() if key in grid]
     errors += [ConfigError(key, list(grid[key]), "at least one value") for grid in grids
                for key in grid if not list(grid[key])]
     if errors:
@@ -616,16 +622,32 @@ def write_manifest(out: Path, cells: Sequence[Cell], base: Mapping[str, Any],
     (out / reports.MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
 
 
+def resumable_round(cell: Cell, cell_dir: Path) -> int | None:
+    """The round an interrupted cell can continue after, or None (no usable checkpoint)."""
+    try:
+        checkpoint = load_checkpoint(cell_dir)
+    except CheckpointError:
+        return None
+    if checkpoint is None:
+        return None
+    wanted = parse_run_config(cell.run_config).as_dict()
+    return None if config_differences(checkpoint.config, wanted) else checkpoint.server_round
+
+
 def run_cell(cell: Cell, cell_dir: Path, runner: CellRunner, num_supernodes: int,
              on_round: RoundCallback) -> Path:
-    """Run one cell from a clean folder and check it finished where the sweep expects it.
+    """Run one cell (continuing an interrupted one) and check it finished where expected.
 
     Raises:
         SweepError: The runner wrote elsewhere or left the run unfinished.
     """
+    run_config = cell.run_config
     if cell_dir.exists():
-        shutil.rmtree(cell_dir)  # an interrupted run: start over cleanly
-    run_dir = Path(runner(cell.run_config, num_supernodes, on_round)).resolve()
+        if resumable_round(cell, cell_dir) is not None:
+            run_config = {**run_config, "resume": True}
+        else:
+            shutil.rmtree(cell_dir)  # nothing to continue from: start over cleanly
+    run_dir = Path(runner(run_config, num_supernodes, on_round)).resolve()
     if run_dir != cell_dir.resolve():
         raise SweepError(f"cell {cell.name!r} was written to {run_dir}, not {cell_dir}")
     if cell_state(cell, cell_dir) != "finished":
@@ -689,7 +711,11 @@ def run_sweep(out: str | Path, grid: Grid | Sequence[Grid] | None = None,
     progress = progress or make_progress(len(cells), plain=verbose)
     if dry_run:
         for k, cell in enumerate(cells, 1):
-            progress.say(f"cell {k}/{len(cells)} {cell.name}: {cell_state(cell, out / cell.name)}")
+            state = cell_state(cell, out / cell.name)
+            done = resumable_round(cell, out / cell.name) if state == "interrupted" else None
+            if done is not None:
+                state += f", resumes after round {done}"
+            progress.say(f"cell {k}/{len(cells)} {cell.name}: {state}")
         return result
     out.mkdir(parents=True, exist_ok=True)
     write_manifest(out, cells, base, grids, num_supernodes)
@@ -702,6 +728,8 @@ def run_sweep(out: str | Path, grid: Grid | Sequence[Grid] | None = None,
                 progress.cell_done(k, cell, "skipped (finished earlier)")
                 continue
             progress.cell_started(k, cell, parse_run_config(cell.run_config).num_server_rounds)
+            if (done := resumable_round(cell, cell_dir)) is not None:
+                progress.say(f"cell {k}/{len(cells)} {cell.name}: resuming after round {done}")
             started = time.time()
             try:
                 run_cell(cell, cell_dir, runner, num_supernodes, progress.round_done)

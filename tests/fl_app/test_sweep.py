@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from fl_app import reports, sweep
+from fl_app.checkpoint import Checkpoint, save_checkpoint
 from fl_app.config import parse_run_config
 from fl_app.errors import ConfigError, ConfigErrors
 from fl_app.results import ROUND_COLUMNS, RunRecorder, resolve_run_dir
@@ -47,11 +48,13 @@ class FakeRunner:
 
     def __init__(self, fail=()):
         self.calls = []
+        self.resumed = []
         self.fail = set(fail)
 
     def __call__(self, run_config, num_supernodes, on_round):
         cfg = parse_run_config(run_config)
         self.calls.append(cfg.run_name)
+        self.resumed.append(cfg.resume)
         if cfg.run_name in self.fail:
             raise RuntimeError("boom")
         run_dir = resolve_run_dir(cfg)
@@ -203,6 +206,30 @@ def test_resume_skips_finished_cells_and_redoes_an_interrupted_one(tmp_path, no_
     assert json.loads((half / "summary.json").read_text())["status"] == "finished"
     assert {p.name for p in tmp_path.iterdir()} >= set(NAMES)
     assert not any(p.name.endswith("-2") for p in tmp_path.iterdir())  # no duplicate folders
+
+
+def test_an_interrupted_cell_with_a_checkpoint_continues_instead_of_starting_over(tmp_path,
+                                                                                   no_png):
+    runner = FakeRunner()
+    run_sweep(tmp_path, GRID, ATTACK, runner=runner, progress=quiet())
+    half = tmp_path / NAMES[1]  # as a run killed after round 1 leaves it: a checkpoint
+    summary = json.loads((half / "summary.json").read_text())
+    (half / "summary.json").write_text(json.dumps({**summary, "status": "running"}))
+    save_checkpoint(half, Checkpoint(1, [np.zeros(2, np.float32)], summary["config"], {},
+                                     {}))
+    (half / "kept.txt").write_text("from the interrupted run")
+    lines = []
+    progress = quiet()
+    progress.say = lines.append
+    run_sweep(tmp_path, GRID, ATTACK, runner=runner, progress=progress, dry_run=True)
+    assert f"cell 2/4 {NAMES[1]}: interrupted, resumes after round 1" in lines
+    runner.calls.clear()
+    runner.resumed.clear()
+    assert run_sweep(tmp_path, GRID, ATTACK, runner=runner, progress=quiet()).ran == [NAMES[1]]
+    assert runner.calls == [NAMES[1]] and runner.resumed == [True]
+    assert (half / "kept.txt").exists()  # continued in place, not deleted
+    with pytest.raises(ConfigErrors, match="resumes interrupted cells itself"):
+        run_sweep(tmp_path, GRID, {**ATTACK, "resume": True}, runner=runner, progress=quiet())
 
 
 def test_a_key_added_to_the_app_after_a_run_counts_as_its_default(tmp_path, no_png):
