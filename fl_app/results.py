@@ -35,8 +35,8 @@ DEFAULT_RUNS_DIR = Path.home() / "fl-runs"
 ROUND_COLUMNS = (
     "round", "test_accuracy", "test_loss", "train_loss", "num_clients", "num_failures",
     "sampled_clients", "byzantine_clients", "selected_clients", "num_selected_byzantine",
-    "rejected_clients", "abstained_clients", "epsilon_max", "epsilon_mean", "kept_global",
-    "note", "seconds",
+    "rejected_clients", "failed_clients", "abstained_clients", "epsilon_max", "epsilon_mean",
+    "kept_global", "note", "seconds",
 )
 CLIENT_COLUMNS = ("round", "node", "partition", "examples", "train_loss", "epsilon",
                   "byzantine", "trained", "status")
@@ -210,6 +210,8 @@ class RunRecorder:
             "selected_clients": "" if fit.kept_global else _ids(parts[i] for i in fit.selected),
             "num_selected_byzantine": sum(i in byz_rows for i in fit.selected),
             "rejected_clients": _ids(f"{self.label(cid)}:{why}" for cid, why in fit.rejected),
+            "failed_clients": _ids(self.label(cid) for cid in sorted(
+                getattr(fit, "failed", ()), key=lambda c: (self.partition_of.get(c, -1), c))),
             "abstained_clients": _ids(m.get(keys.PARTITION_ID, cid) for cid, m in fit.abstained),
             "epsilon_max": round(max(eps), 6) if eps else "",
             "epsilon_mean": round(float(np.mean(eps)), 6) if eps else "",

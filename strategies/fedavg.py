@@ -64,6 +64,8 @@ class FitRoundReport:
     scores: list[float] | None = None
     corrupted: list[int] = field(default_factory=list)
     rejected: list[tuple[str, str]] = field(default_factory=list)
+    # Node ids sent work this round that returned no result (an error, a timeout)
+    failed: list[str] = field(default_factory=list)
     abstained: list[tuple[str, dict[str, Scalar]]] = field(default_factory=list)
     # The metrics of every result received (accepted, abstained or rejected), by node id
     received: dict[str, dict[str, Scalar]] = field(default_factory=dict)
@@ -121,6 +123,7 @@ class UpdateSpaceFedAvg(FedAvg):
         self.on_fit_round = on_fit_round
         self.client_config_fn = client_config_fn
         self._global: NDArrays | None = None
+        self._sent: list[str] = []  # node ids of this round's fit instructions
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(max_failures={self.max_failures})"
@@ -149,6 +152,7 @@ class UpdateSpaceFedAvg(FedAvg):
         sample_size, _ = self.num_fit_clients(client_manager.num_available())
         self.check_num_clients(sample_size)
         instructions = super().configure_fit(server_round, parameters, client_manager)
+        self._sent = [proxy.cid for proxy, _ in instructions]
         if self.client_config_fn is None:
             return instructions
         return [(proxy, FitIns(ins.parameters, {**ins.config, **self.client_config_fn(proxy)}))
@@ -164,6 +168,9 @@ class UpdateSpaceFedAvg(FedAvg):
         if self._global is None:
             raise RuntimeError("aggregate_fit called before configure_fit")
         report = FitRoundReport(server_round, num_failures=len(failures))
+        # Flower hands over a raised error without its client: name those by elimination
+        answered = {proxy.cid for proxy, _ in results}
+        report.failed = [cid for cid in self._sent if cid not in answered]
         accepted: list[NDArrays] = []
         for proxy, res in sorted(results, key=lambda r: self.result_order(*r)):
             report.received[proxy.cid] = dict(res.metrics)

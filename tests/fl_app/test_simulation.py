@@ -77,6 +77,40 @@ def test_ipm_breaks_krum_selection_but_not_fedavg(tmp_path):
     assert len(summary["byzantine_partitions_seen"]) >= 4
 
 
+@pytest.mark.parametrize(("attack", "column", "why"), [
+    ("nan", "rejected_clients", "NaN or Inf"),
+    ("wrong-shape", "rejected_clients", "1 arrays instead of 6"),
+    ("crash", "failed_clients", ""),
+])
+def test_faulty_clients_are_named_and_never_reach_the_model(tmp_path, attack, column, why):
+    """Two of six clients send NaN, wrong shapes or raise from round 2; the run goes on."""
+    run = simulate({"num-server-rounds": 3, "fraction-fit": 1.0, "attack": attack,
+                    "num-attackers": 2, "attack-start-round": 2, "output-dir": str(tmp_path)},
+                   num_supernodes=6)
+    rows = rounds(run)
+    byzantine = sorted(json.loads((run / "summary.json").read_text())["byzantine_partitions"])
+    assert rows[1]["num_failures"] == "0" and rows[1][column] == ""
+    for row in rows[2:]:
+        assert int(row["num_failures"]) == 2 and row["kept_global"] == "False"
+        named = [entry.split(":")[0] for entry in row[column].split(";")]
+        assert sorted(int(p) for p in named) == byzantine
+        assert why in row[column]
+        assert int(row["num_clients"]) == 4  # the honest ones, aggregated
+    assert float(rows[-1]["test_accuracy"]) > float(rows[1]["test_accuracy"])
+    weights = torch.load(run / "model.pt")
+    assert all(torch.isfinite(w).all() for w in weights)
+
+
+def test_more_failures_than_accept_failures_keep_the_global_model(tmp_path):
+    run = simulate({"num-server-rounds": 2, "fraction-fit": 1.0, "attack": "crash",
+                    "num-attackers": 2, "attack-start-round": 2, "accept-failures": 1,
+                    "output-dir": str(tmp_path)}, num_supernodes=6)
+    first, second = rounds(run)[1:]
+    assert first["kept_global"] == "False"
+    assert second["kept_global"] == "True" and "accept-failures" in second["note"]
+    assert second["test_accuracy"] == first["test_accuracy"]  # the model did not move
+
+
 def test_real_cifar10_from_data_dir_improves_on_the_untrained_model(cifar_dir, tmp_path):
     run = simulate({"dataset": "cifar10", "data-dir": str(cifar_dir), "num-server-rounds": 2,
                     "fraction-fit": 0.5, "learning-rate": 0.01, "output-dir": str(tmp_path)},
