@@ -90,7 +90,8 @@ def tree_memory(root: psutil.Process) -> tuple[int, int]:
 def run_size(nodes: int, clients: int, args: argparse.Namespace, out: Path) -> ScaleResult:
     """Run one federation size in a child process and sample its memory until it exits."""
     # int(nodes * fraction) is Flower's sample size; the half keeps float error off it.
-    overrides = {"num-server-rounds": args.rounds, "fraction-fit": (clients + 0.5) / nodes,
+    overrides = {"num-server-rounds": args.rounds,
+                 "fraction-fit": min((clients + 0.5) / nodes, 1.0),
                  "strategy": args.strategy, "output-dir": str(out), "run-name": f"nodes-{nodes}",
                  "seed": args.seed}
     log_path = out / f"nodes-{nodes}.log"  # a file, not a pipe: a full pipe would block the run
