@@ -30,14 +30,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from fl_app.config import RunConfig
+from fl_app.config import PLACEMENT_KEYS, RunConfig
 from fl_app.errors import ConfigError, ConfigErrors, FLAppError
 from fl_app.results import atomic_write_bytes
 
 CHECKPOINT_FILE = "checkpoint.pt"
 CHECKPOINT_FORMAT = 1
-# Keys a resumed run may change: they say where and how to continue, not what is computed.
-RESUME_MAY_CHANGE = ("resume", "output-dir", "run-name")
 
 
 class CheckpointError(FLAppError, RuntimeError):
@@ -98,14 +96,14 @@ def resume_errors(checkpoint: Checkpoint, cfg: RunConfig) -> list[ConfigError]:
     """Why ``cfg`` cannot continue ``checkpoint``: one error per key that changed.
 
     A resumed run must compute what the interrupted one would have, so every key
-    but those in :data:`RESUME_MAY_CHANGE` must be as it was.
+    but the placement keys (:data:`fl_app.config.PLACEMENT_KEYS`) must be as it was.
     """
     wanted = cfg.as_dict()
     return [ConfigError(key, wanted[key], f"{old!r}, as in the checkpointed run",
                         f"Resuming {cfg.run_name!r} needs its configuration; to change it, "
                         "start a new run (another run-name) instead.")
             for key, old in checkpoint.config.items()
-            if key not in RESUME_MAY_CHANGE and wanted.get(key, old) != old]
+            if key not in PLACEMENT_KEYS and wanted.get(key, old) != old]
 
 
 def checkpoint_to_resume(run_dir: Path, cfg: RunConfig) -> Checkpoint | None:

@@ -24,6 +24,9 @@ from fl_app.privacy import DEFAULT_GRAD_SAMPLE_MODE, GRAD_SAMPLE_MODES, accounta
 from strategies.registry import strategy_names
 
 IPM_KNOWLEDGE = ("own", "colluders", "omniscient")
+# Keys that say where a run writes and whether it continues there; they never change what
+# it computes (a resumed run, a sweep's cells and its reports compare runs without them).
+PLACEMENT_KEYS = ("output-dir", "run-name", "resume")
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from fl_app.config import KEYS
+from fl_app.config import KEYS, PLACEMENT_KEYS
 from fl_app.results import atomic_write_bytes
 
 MANIFEST = "sweep.json"
@@ -45,7 +45,6 @@ PLOT_ACCURACY_VS_IPM_EPSILON = "accuracy_vs_ipm_epsilon.png"
 PLOT_ACCURACY_VS_DP_EPSILON = "accuracy_vs_dp_epsilon.png"
 METRIC_COLUMNS = ("final_test_accuracy", "best_test_accuracy", "byzantine_selection_rate",
                   "final_epsilon_max", "seconds")
-IGNORED_KEYS = ("output-dir", "run-name")  # differ between cells by construction
 ATTACK_KEYS = ("attack", "ipm-epsilon", "ipm-knowledge", "attack-start-round")
 DP_KEYS = ("dp", "dp-noise-multiplier", "dp-target-epsilon", "dp-max-grad-norm", "dp-delta",
            "dp-accountant", "dp-max-epsilon", "dp-grad-sample-mode")
@@ -210,7 +209,7 @@ def cell_metrics(cell: CellResult) -> dict[str, Any]:
 
 def varying_keys(cells: Sequence[CellResult]) -> list[str]:
     """Run-config keys whose value differs between cells, in the config's key order."""
-    keys = [k for k in KEYS if k not in IGNORED_KEYS]
+    keys = [k for k in KEYS if k not in PLACEMENT_KEYS]
     return [k for k in keys if len({json.dumps(c.config.get(k)) for c in cells}) > 1]
 
 

@@ -46,7 +46,7 @@ from typing import Any, Protocol
 
 from fl_app import reports
 from fl_app.checkpoint import CheckpointError, load_checkpoint
-from fl_app.config import KEYS, RunConfig, parse_run_config
+from fl_app.config import KEYS, PLACEMENT_KEYS, RunConfig, parse_run_config
 from fl_app.errors import ConfigError, ConfigErrors, FLAppError
 
 if sys.version_info >= (3, 11):
@@ -54,12 +54,11 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10 (tomli is a Flower dependency)
     import tomli as tomllib
 
-# Set per cell by the sweep, with why a user cannot set them
-SWEEP_OWNED_KEYS = {
-    "output-dir": "The sweep names each cell's folder: use --out.",
-    "run-name": "The sweep names each cell's folder: use --out.",
-    "resume": "The sweep resumes interrupted cells itself: run the same command again.",
-}
+_NAMES_FOLDERS = "The sweep names each cell's folder: use --out."
+# The placement keys are set per cell by the sweep; why a user cannot set them
+SWEEP_OWNED_KEYS = {key: {"resume": "The sweep resumes interrupted cells itself: run the "
+                                    "same command again."}.get(key, _NAMES_FOLDERS)
+                    for key in PLACEMENT_KEYS}
 BASE_CELL_NAME = "base"  # the one cell of a sweep without a grid
 DEFAULT_NUM_SUPERNODES = 10
 

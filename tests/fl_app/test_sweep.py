@@ -228,6 +228,10 @@ def test_an_interrupted_cell_with_a_checkpoint_continues_instead_of_starting_ove
     assert run_sweep(tmp_path, GRID, ATTACK, runner=runner, progress=quiet()).ran == [NAMES[1]]
     assert runner.calls == [NAMES[1]] and runner.resumed == [True]
     assert (half / "kept.txt").exists()  # continued in place, not deleted
+    assert json.loads((half / "summary.json").read_text())["config"]["resume"] is True
+    # Reports tell cells apart by what they compute: a resumed cell is not a new series
+    assert list(reports.read_csv(tmp_path / "sweep.csv")[0]) == [
+        "cell", "num-attackers", "strategy", *reports.METRIC_COLUMNS]
     with pytest.raises(ConfigErrors, match="resumes interrupted cells itself"):
         run_sweep(tmp_path, GRID, {**ATTACK, "resume": True}, runner=runner, progress=quiet())
 
