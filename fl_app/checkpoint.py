@@ -2,7 +2,9 @@
 
 Everything else in a round is a pure function of (seed, round, partition): the
 initial model, each client's training, the Byzantine draw, the attacks, the
-omniscient hook. What a round *carries over* is only
+omniscient hook (each seeds its own generator; none draws from a global stream
+across rounds). The strategies keep nothing between rounds either (the weights
+a round sent are its only state). What a round *carries over* is only
 
 * the global model,
 * the sampler's generator (it draws from one stream, round after round),
