@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from fl_app import reports
-from fl_app.checkpoint import CheckpointError, load_checkpoint
+from fl_app.checkpoint import CheckpointError, load_checkpoint, resume_errors
 from fl_app.config import KEYS, PLACEMENT_KEYS, RunConfig, parse_run_config
 from fl_app.errors import ConfigError, ConfigErrors, FLAppError
 
@@ -629,8 +629,9 @@ def resumable_round(cell: Cell, cell_dir: Path) -> int | None:
         return None
     if checkpoint is None:
         return None
-    wanted = parse_run_config(cell.run_config).as_dict()
-    return None if config_differences(checkpoint.config, wanted) else checkpoint.server_round
+    # The same test the resumed run applies, so the sweep never resumes what it would refuse
+    errors = resume_errors(checkpoint, parse_run_config(cell.run_config))
+    return None if errors else checkpoint.server_round
 
 
 def run_cell(cell: Cell, cell_dir: Path, runner: CellRunner, num_supernodes: int,
