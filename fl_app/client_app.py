@@ -18,6 +18,7 @@ from flwr.common import ConfigRecord, Context, NDArrays, RecordDict, Scalar
 from fl_app import keys
 from fl_app.config import RunConfig, parse_run_config
 from fl_app.data import load_partition
+from fl_app.dp_randomness import dp_generator, resolve_noise_source, running_in_simulation
 from fl_app.errors import ConfigError
 from fl_app.privacy import (
     dump_accountant,
@@ -42,11 +43,18 @@ def derived_seed(*parts: object) -> int:
 
 
 class HonestClient(NumPyClient):
-    """Trains the global model on one partition with local SGD and reports its loss."""
+    """Trains the global model on one partition with local SGD and reports its loss.
+
+    ``simulated`` says whether this client runs inside Flower's Simulation Engine;
+    only then may its DP randomness be seeded (:mod:`fl_app.dp_randomness`). It
+    defaults to ``False``, a real device, so a client built without it never uses
+    noise the server could regenerate.
+    """
 
     def __init__(self, cfg: RunConfig, partition_id: int, num_partitions: int,
-                 state: RecordDict | None = None) -> None:
+                 state: RecordDict | None = None, *, simulated: bool = False) -> None:
         self.cfg = cfg
+        self.simulated = simulated
         # Survives rounds (Flower keeps a node's context.state): the DP accountant.
         self.state = state if state is not None else RecordDict()
         self.partition_id = partition_id
@@ -110,10 +118,18 @@ class HonestClient(NumPyClient):
         sends it back on resume). The node's own copy always wins, so a server
         cannot rewind a budget the node has kept.
 
+        The batch masks and the noise come from :func:`~fl_app.dp_randomness.dp_generator`:
+        seeded only in a simulation (when ``dp-noise-source`` allows), otherwise fresh
+        OS entropy every round; a request for seeded noise outside a simulation is
+        refused here too, whatever the server checked.
+
         A client whose next round would take its epsilon past ``dp-max-epsilon``
         does not train: it returns zero examples (the server leaves it out and
         records why) and the accountant is not charged.
         """
+        # First, so that a device refuses seeded noise even when it would not train.
+        source = resolve_noise_source(self.cfg.dp_noise_source, self.simulated,
+                                      self.cfg.dp_secure_mode)
         x, y = self.data()
         dp = dp_settings(self.cfg)
         stored = self.state.get(keys.DP_STATE)
@@ -131,17 +147,21 @@ class HonestClient(NumPyClient):
                     status=f"DP budget: training would reach epsilon {next_epsilon:.3f} > "
                            f"dp-max-epsilon {dp.max_epsilon}"),
                     keys.DP_ACCOUNTANT: dump_accountant(accountant)}
-        seed = derived_seed(self.cfg.seed, server_round, self.partition_id, "dp")
-        torch.manual_seed(seed)
+        # `source` decides whether the seed is used at all ("seeded" only): on a device
+        # every draw of this fit, dropout included, starts from fresh OS entropy.
+        generator = dp_generator(
+            source, derived_seed(self.cfg.seed, server_round, self.partition_id, "dp"))
+        torch.manual_seed(int(torch.randint(2**62, (), generator=generator)))  # dropout
         model = build_run_model(self.cfg)
         set_weights(model, parameters)
         loss, _ = train_private(model, x, y, self.settings,
                                 dataclasses.replace(dp, noise_multiplier=noise),
-                                accountant, torch.Generator().manual_seed(seed))
+                                accountant, generator)
         dumped = dump_accountant(accountant)
         self.state[keys.DP_STATE] = ConfigRecord({"accountant": dumped})
         return get_weights(model), len(y), {**self.metrics(loss, epsilon_of(accountant, delta)),
-                                            keys.DP_ACCOUNTANT: dumped}
+                                            keys.DP_ACCOUNTANT: dumped,
+                                            keys.DP_NOISE_SOURCE: source}
 
     def evaluate(self, parameters: NDArrays, config: dict[str, Scalar]
                  ) -> tuple[float, int, dict[str, Scalar]]:
@@ -175,7 +195,8 @@ def client_fn(context: Context, overrides: Mapping[str, Scalar] | None = None) -
         cfg = RunConfig(**{**cfg.__dict__, "data_dir": str(context.node_config["data-dir"])})
     torch.set_num_threads(cfg.client_threads)
     partition_id, num_partitions = node_partition(context.node_config)
-    client = HonestClient(cfg, partition_id, num_partitions, context.state)
+    client = HonestClient(cfg, partition_id, num_partitions, context.state,
+                          simulated=running_in_simulation())
     if is_byzantine(cfg, context.node_config, partition_id, num_partitions):
         return wrap_byzantine(client, cfg, partition_id, num_partitions).to_client()
     return client.to_client()

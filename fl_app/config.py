@@ -18,6 +18,7 @@ from typing import Any
 
 from attacks.registry import AttackKind, attack_names, get_attack
 from fl_app.data import DATASETS, PARTITIONINGS, DataConfig
+from fl_app.dp_randomness import NOISE_SOURCES, resolve_noise_source
 from fl_app.errors import ConfigError, ConfigErrors
 from fl_app.models import MODELS, check_model_fits
 from fl_app.privacy import DEFAULT_GRAD_SAMPLE_MODE, GRAD_SAMPLE_MODES, accountant_names
@@ -65,6 +66,8 @@ class RunConfig:
     dp_accountant: str = "rdp"
     dp_max_epsilon: float = 0.0
     dp_grad_sample_mode: str = DEFAULT_GRAD_SAMPLE_MODE
+    dp_noise_source: str = "auto"
+    dp_secure_mode: bool = False
     output_dir: str = ""
     run_name: str = ""
     resume: bool = False
@@ -168,6 +171,7 @@ RULES: dict[str, Callable[[Any], str | None]] = {
     "dp-accountant": _one_of(tuple(accountant_names())),
     "dp-max-epsilon": _non_negative_finite,
     "dp-grad-sample-mode": _one_of(tuple(sorted(GRAD_SAMPLE_MODES))),
+    "dp-noise-source": _one_of(NOISE_SOURCES),
 }
 
 
@@ -219,6 +223,10 @@ def _combination_errors(cfg: RunConfig) -> list[ConfigError]:
             check_data_config(cfg.data)
         except ConfigError as exc:
             errors.append(exc)
+    try:  # the combination only; where the run is (simulation or not) is checked at start
+        resolve_noise_source(cfg.dp_noise_source, simulated=True, secure_mode=cfg.dp_secure_mode)
+    except ConfigError as exc:
+        errors.append(exc)
     kind = get_attack(cfg.attack).kind
     if cfg.ipm_knowledge == "omniscient" and kind not in (AttackKind.UPDATE, AttackKind.NONE):
         errors.append(ConfigError(

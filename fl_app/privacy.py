@@ -85,9 +85,11 @@ repeat with its own non-private epoch)::
 Its time goes to the per-sample conv gradients (im2col + batched matmul) and
 the Gaussian draw, and it saves the parameter-gradient part of the conv backward.
 
-Noise comes from the caller's ``torch.Generator`` (Mersenne Twister), not from a
-cryptographically secure generator: Opacus' ``secure_mode`` is not offered, so the
-guarantee does not cover floating-point attacks on the noise (Mironov 2012).
+The masks and the noise come from the caller's ``torch.Generator``;
+:mod:`fl_app.dp_randomness` decides which (seeded in a simulation, OS entropy on
+a real device, torchcsprng's CSPRNG in secure mode). ``DPSettings.secure_mode``
+draws each noise vector as Opacus' ``secure_mode`` does (the sum of four
+Gaussians, halved: robust to floating-point attacks on the noise, Mironov 2012).
 """
 
 from __future__ import annotations
@@ -108,6 +110,7 @@ from opacus.accountants.utils import get_noise_multiplier
 from opacus.grad_sample import GradSampleModule, prepare_module
 from opacus.grad_sample.functorch import ft_compute_per_sample_gradient
 from opacus.optimizers import DPOptimizer, DPOptimizerFastGradientClipping, get_optimizer_class
+from opacus.optimizers.optimizer import _generate_noise
 from opacus.utils.fast_gradient_clipping_utils import DPLossFastGradientClipping
 from opacus.utils.tensor_utils import unfold2d
 from opacus.validators import ModuleValidator
@@ -251,7 +254,8 @@ class DPSettings:
     With ``target_epsilon`` set, the noise multiplier is calibrated by
     :func:`resolve_noise_multiplier` and ``noise_multiplier`` is ignored.
     ``max_epsilon`` is a budget: a client whose epsilon would pass it should stop
-    training (see :func:`epsilon_after_round`).
+    training (see :func:`epsilon_after_round`). ``secure_mode`` draws the noise as
+    Opacus' ``secure_mode`` (give :func:`train_private` a CSPRNG generator with it).
     """
 
     noise_multiplier: float = 1.0
@@ -261,6 +265,7 @@ class DPSettings:
     target_epsilon: float | None = None
     max_epsilon: float | None = None
     grad_sample_mode: str = DEFAULT_GRAD_SAMPLE_MODE
+    secure_mode: bool = False
 
     def __post_init__(self) -> None:
         errors = dp_settings_errors(self)
@@ -518,6 +523,7 @@ class _StepContext:
     max_grad_norm: float
     expected_batch_size: int
     generator: torch.Generator
+    secure_mode: bool = False
 
 
 Session = Callable[[_StepContext], AbstractContextManager[StepFn]]
@@ -698,7 +704,10 @@ def _bookkeeping_session(ctx: _StepContext) -> Iterator[StepFn]:
 
     def step(idx: torch.Tensor) -> float | None:
         with torch.no_grad():
-            flat.normal_(0.0, noise_std, generator=generator)
+            if ctx.secure_mode:  # Opacus' own draw: four Gaussians summed, halved
+                flat.copy_(_generate_noise(noise_std, flat, generator, secure_mode=True))
+            else:
+                flat.normal_(0.0, noise_std, generator=generator)
         n, loss_value = idx.numel(), None
         if n:  # an empty batch adds nothing but the noise
             loss = F.cross_entropy(model(ctx.x[idx]), ctx.y[idx], reduction="sum")
@@ -737,7 +746,7 @@ def _opacus_session(mode: str) -> Session:
                                             grad_sample_mode=mode)(
                 ctx.optimizer, noise_multiplier=ctx.noise_multiplier,
                 max_grad_norm=ctx.max_grad_norm, expected_batch_size=ctx.expected_batch_size,
-                loss_reduction="mean", generator=ctx.generator)
+                loss_reduction="mean", generator=ctx.generator, secure_mode=ctx.secure_mode)
             criterion: Callable = nn.CrossEntropyLoss()
             if mode == "ghost":
                 criterion = DPLossFastGradientClipping(module, optimizer, criterion, "mean")
@@ -824,7 +833,8 @@ def train_private(model: nn.Module, x: torch.Tensor, y: torch.Tensor, settings: 
         optimizer=torch.optim.SGD(model.parameters(), lr=settings.learning_rate,
                                   momentum=settings.momentum),
         noise_multiplier=dp.noise_multiplier, max_grad_norm=dp.max_grad_norm,
-        expected_batch_size=min(settings.batch_size, num_examples), generator=generator)
+        expected_batch_size=min(settings.batch_size, num_examples), generator=generator,
+        secure_mode=dp.secure_mode)
     total, batches, taken = 0.0, 0, 0
     with GRAD_SAMPLE_MODES[dp.grad_sample_mode](ctx) as step:
         for _ in range(settings.local_epochs):

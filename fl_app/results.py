@@ -39,7 +39,7 @@ ROUND_COLUMNS = (
     "kept_global", "note", "seconds",
 )
 CLIENT_COLUMNS = ("round", "node", "partition", "examples", "train_loss", "epsilon",
-                  "byzantine", "trained", "status")
+                  "noise_source", "byzantine", "trained", "status")
 SCORE_COLUMNS = ("round", "partition", "score", "selected")
 
 
@@ -148,10 +148,15 @@ class RunRecorder:
         return str(self.partition_of.get(node_id, node_id))
 
     def note_federation(self, num_nodes: int, simulated: bool,
-                        byzantine: list[int] | str) -> None:
-        """Record the federation the run found at start (in summary.json)."""
+                        byzantine: list[int] | str, dp_noise_source: str = "") -> None:
+        """Record the federation the run found at start (in summary.json).
+
+        ``dp_noise_source`` is where the honest clients' DP randomness comes from
+        (``seeded``, ``os``, ``csprng``; empty without DP).
+        """
         self.extra.update({"num_nodes": num_nodes, "simulation": simulated,
-                           "byzantine_partitions": byzantine})
+                           "byzantine_partitions": byzantine,
+                           "dp_noise_source": dp_noise_source})
         self.write_summary(status="running")
 
     # -- called by the strategy after aggregation, then by central evaluation
@@ -190,12 +195,14 @@ class RunRecorder:
             self.clients.append({
                 "round": fit.server_round, "node": fit.client_ids[i], "partition": parts[i],
                 "examples": fit.num_examples[i], "train_loss": m.get(keys.TRAIN_LOSS, ""),
-                "epsilon": m.get(keys.EPSILON, ""), "byzantine": int(i in byz_rows),
+                "epsilon": m.get(keys.EPSILON, ""),
+                "noise_source": m.get(keys.DP_NOISE_SOURCE, ""), "byzantine": int(i in byz_rows),
                 "trained": m.get(keys.TRAINED, 1), "status": m.get(keys.STATUS, "")})
         for cid, m in fit.abstained:
             self.clients.append({
                 "round": fit.server_round, "node": cid, "partition": m.get(keys.PARTITION_ID, "?"),
                 "examples": 0, "train_loss": "", "epsilon": m.get(keys.EPSILON, ""),
+                "noise_source": "",
                 "byzantine": int(bool(m.get(keys.BYZANTINE))), "trained": 0,
                 "status": m.get(keys.STATUS, "")})
         if fit.scores is not None:
@@ -251,6 +258,9 @@ class RunRecorder:
                    "config": self.cfg.as_dict(), **self.extra,
                    "byzantine_partitions_seen": sorted(
                        {str(c["partition"]) for c in self.clients if c["byzantine"]}),
+                   # what the DP clients reported using: the clients decide, not the server
+                   "dp_noise_sources_seen": sorted(
+                       {c["noise_source"] for c in self.clients if c.get("noise_source")}),
                    "final": self.final_metrics(),
                    "seconds": round(time.time() - self._started, 3), "versions": versions()}
         atomic_write_bytes(self.run_dir / "summary.json",

@@ -38,7 +38,7 @@ def dp_settings(cfg: RunConfig) -> DPSettings:
         noise_multiplier=cfg.dp_noise_multiplier, max_grad_norm=cfg.dp_max_grad_norm,
         delta=cfg.dp_delta or None, accountant=cfg.dp_accountant,
         target_epsilon=cfg.dp_target_epsilon or None, max_epsilon=cfg.dp_max_epsilon or None,
-        grad_sample_mode=cfg.dp_grad_sample_mode)
+        grad_sample_mode=cfg.dp_grad_sample_mode, secure_mode=cfg.dp_secure_mode)
 
 
 def attack_params(cfg: RunConfig, num_clients: int | None = None) -> dict[str, Any]:

@@ -28,6 +28,13 @@ from fl_app import keys
 from fl_app.checkpoint import Checkpoint, checkpoint_to_resume, save_checkpoint
 from fl_app.config import RunConfig, parse_run_config
 from fl_app.data import load_test_set, partition_indices
+from fl_app.dp_randomness import (
+    CSPRNG,
+    KEY_SECURE_MODE,
+    SecureModeUnavailableError,
+    resolve_noise_source,
+    secure_generator,
+)
 from fl_app.errors import ConfigError, ConfigErrors
 from fl_app.privacy import resolve_delta, resolve_noise_multiplier
 from fl_app.results import RunRecorder, resolve_run_dir
@@ -108,6 +115,22 @@ def dp_errors_for_partitions(cfg: RunConfig, num_partitions: int) -> list[Config
     return list(errors.values())
 
 
+def dp_noise_source_at_start(cfg: RunConfig, simulated: bool) -> str:
+    """The DP randomness source the run's honest clients will use, or a ConfigError.
+
+    ``dp-noise-source='seeded'`` outside a simulation is refused here, before any
+    round (the clients refuse it too). In a simulation the clients run on this
+    machine, so secure mode's torchcsprng is checked here as well.
+    """
+    source = resolve_noise_source(cfg.dp_noise_source, simulated, cfg.dp_secure_mode)
+    if source == CSPRNG and simulated:
+        try:
+            secure_generator()
+        except SecureModeUnavailableError as exc:
+            raise ConfigError(KEY_SECURE_MODE, True, "false on this machine", str(exc)) from None
+    return source
+
+
 def byzantine_nodes(cfg: RunConfig, num_nodes: int, simulated: bool) -> list[int] | str:
     """The Byzantine partitions as far as the server knows them before the run."""
     if cfg.attack == "none":
@@ -144,13 +167,20 @@ def federation_checks(cfg: RunConfig, recorder: RunRecorder | None = None
                     f"fewer than the clients sampled per round "
                     f"({sampled_per_round(cfg, num_nodes)})",
                     "The omniscient adversary corrupts that many of each round's clients."))
+        noise_source = ""
+        if cfg.dp:
+            try:
+                noise_source = dp_noise_source_at_start(cfg, simulated)
+            except ConfigError as exc:
+                errors.append(exc)
         if cfg.dp and simulated:  # partitions = nodes: check DP against every client's size
             errors += dp_errors_for_partitions(cfg, num_nodes)
         if errors:
             raise ConfigErrors(errors)
         if recorder is not None:
             recorder.note_federation(num_nodes, simulated, byzantine_nodes(cfg, num_nodes,
-                                                                           simulated))
+                                                                           simulated),
+                                     dp_noise_source=noise_source)
         print(f"[fl_app] {num_nodes} {'simulated ' if simulated else ''}nodes, "
               f"{sampled_per_round(cfg, num_nodes)} sampled per round", flush=True)
 

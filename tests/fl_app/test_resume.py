@@ -159,10 +159,10 @@ def test_a_dp_client_without_state_continues_from_the_accountant_it_reported():
     """A resumed node starts empty; the accountant the server returns makes it the same client."""
     cfg = parse_run_config({"dp": True, "dp-noise-multiplier": 1.0})
     weights = get_weights(build_run_model(cfg))
-    kept = HonestClient(cfg, 2, 5)
+    kept = HonestClient(cfg, 2, 5, simulated=True)  # seeded: the weights can be compared
     _, _, first = kept.fit(weights, {keys.SERVER_ROUND: 1})
     w_kept, _, second = kept.fit(weights, {keys.SERVER_ROUND: 2})
-    resumed = HonestClient(cfg, 2, 5)  # empty context.state
+    resumed = HonestClient(cfg, 2, 5, simulated=True)  # empty context.state
     w_resumed, _, again = resumed.fit(weights, {keys.SERVER_ROUND: 2,
                                                 keys.DP_ACCOUNTANT: first[keys.DP_ACCOUNTANT]})
     assert again[keys.EPSILON] == second[keys.EPSILON] > first[keys.EPSILON] > 0
