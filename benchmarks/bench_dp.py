@@ -10,7 +10,14 @@ the machine hits all of them alike; the table gives medians over the repeats aft
 seconds (steadier on a shared machine), and of each repeat's ratio to that
 repeat's non-private epoch.
 
+``--sources`` times each DP mode with each source of DP randomness
+(:mod:`fl_app.dp_randomness`): ``seeded`` (simulation) and ``os`` (a real
+device: the generator's whole state drawn from ``os.urandom``, once per client
+round, counted in the epoch). Rows ``mode/os`` add the paired ratio to the same
+mode seeded, the cost of the OS source.
+
     python benchmarks/bench_dp.py [--threads 1 2] [--repeats 7] [--random-data]
+                                  [--modes bookkeeping] [--sources seeded os]
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from fl_app.dp_randomness import OS, SEEDED, dp_generator
 from fl_app.models import build_model
 from fl_app.privacy import GRAD_SAMPLE_MODES, DPSettings, new_accountant, train_private
 from fl_app.task import TrainSettings, train
@@ -56,33 +64,45 @@ def random_data(num_examples: int = 500) -> tuple[torch.Tensor, torch.Tensor]:
     return x, torch.randint(0, 10, (num_examples,), generator=generator)
 
 
-def epoch_runner(mode: str, x: torch.Tensor, y: torch.Tensor) -> Callable[[int], None]:
-    """Return a function running one local epoch of ``mode`` on a fresh model."""
+def epoch_runner(mode: str, x: torch.Tensor, y: torch.Tensor,
+                 source: str = SEEDED) -> Callable[[int], None]:
+    """Return a function running one local epoch of ``mode`` on a fresh model.
+
+    A DP epoch draws its masks and noise from ``source`` (its generator is made
+    inside the timed call, as a client makes it once per round).
+    """
 
     def run(seed: int) -> None:
         torch.manual_seed(seed)
         model = build_model("cifar-cnn")
-        generator = torch.Generator().manual_seed(seed)
         if mode == NON_PRIVATE:
-            train(model, x, y, SETTINGS, generator)
+            train(model, x, y, SETTINGS, torch.Generator().manual_seed(seed))
         else:
             dp = DPSettings(noise_multiplier=1.0, max_grad_norm=1.0, grad_sample_mode=mode)
-            train_private(model, x, y, SETTINGS, dp, new_accountant("rdp"), generator)
+            train_private(model, x, y, SETTINGS, dp, new_accountant("rdp"),
+                          dp_generator(source, seed))
 
     return run
 
 
-def measure(modes: list[str], x: torch.Tensor, y: torch.Tensor, repeats: int,
-            warmup: int) -> dict[str, dict[str, float]]:
-    """Return each mode's medians over repeats: wall and CPU seconds, and paired ratios.
+def label(mode: str, source: str) -> str:
+    """A row's name: the mode, with ``/source`` unless it is seeded (or non-private)."""
+    return mode if source == SEEDED or mode == NON_PRIVATE else f"{mode}/{source}"
 
-    Every repeat runs all modes back to back; a mode's ratio in a repeat is its
-    time over the non-private time of that same repeat, so a machine busy with
-    other work slows both sides of the ratio alike.
+
+def measure(modes: list[str], x: torch.Tensor, y: torch.Tensor, repeats: int,
+            warmup: int, sources: tuple[str, ...] = (SEEDED,)) -> dict[str, dict[str, float]]:
+    """Return each row's medians over repeats: wall and CPU seconds, and paired ratios.
+
+    Every repeat runs all rows back to back; a row's ratio in a repeat is its
+    time over the non-private time of that same repeat (and, for ``mode/source``
+    rows, over the seeded ``mode`` of that repeat: ``wall_vs_seeded``), so a
+    machine busy with other work slows both sides of a ratio alike.
     """
-    runners = {mode: epoch_runner(mode, x, y) for mode in modes}
-    wall: dict[str, list[float]] = {mode: [] for mode in modes}
-    cpu: dict[str, list[float]] = {mode: [] for mode in modes}
+    runners = {label(mode, source): epoch_runner(mode, x, y, source)
+               for mode in modes for source in sources}
+    wall: dict[str, list[float]] = {name: [] for name in runners}
+    cpu: dict[str, list[float]] = {name: [] for name in runners}
     for repeat in range(warmup + repeats):
         for mode, run in runners.items():
             wall_start, cpu_start = time.perf_counter(), time.process_time()
@@ -90,14 +110,16 @@ def measure(modes: list[str], x: torch.Tensor, y: torch.Tensor, repeats: int,
             if repeat >= warmup:
                 wall[mode].append(time.perf_counter() - wall_start)
                 cpu[mode].append(time.process_time() - cpu_start)
-    base_wall, base_cpu = wall[NON_PRIVATE], cpu[NON_PRIVATE]
-    return {mode: {
-        "wall": statistics.median(wall[mode]),
-        "wall_ratio": statistics.median(t / b for t, b in zip(wall[mode], base_wall,
-                                                               strict=True)),
-        "cpu": statistics.median(cpu[mode]),
-        "cpu_ratio": statistics.median(t / b for t, b in zip(cpu[mode], base_cpu, strict=True)),
-    } for mode in modes}
+
+    def paired(times: list[float], base: list[float]) -> float:
+        return statistics.median(t / b for t, b in zip(times, base, strict=True))
+
+    return {name: {
+        "wall": statistics.median(wall[name]), "wall_ratio": paired(wall[name], wall[NON_PRIVATE]),
+        "cpu": statistics.median(cpu[name]), "cpu_ratio": paired(cpu[name], cpu[NON_PRIVATE]),
+        "wall_vs_seeded": paired(wall[name], wall[name.split("/")[0]]),
+        "cpu_vs_seeded": paired(cpu[name], cpu[name.split("/")[0]]),
+    } for name in runners}
 
 
 def main() -> None:
@@ -106,6 +128,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--modes", nargs="+", default=sorted(GRAD_SAMPLE_MODES))
+    parser.add_argument("--sources", nargs="+", default=[SEEDED, OS], choices=[SEEDED, OS])
     parser.add_argument("--random-data", action="store_true")
     parser.add_argument("--data-dir", type=Path, default=DATA_DIR)
     args = parser.parse_args()
@@ -118,14 +141,17 @@ def main() -> None:
     print(f"cifar-cnn, {len(y)} examples ({source}), batch {SETTINGS.batch_size}, "
           f"lr {SETTINGS.learning_rate}, momentum {SETTINGS.momentum}; medians of "
           f"{args.repeats} repeats after {args.warmup} warm-up")
-    print(f"{'threads':>7}  {'mode':<12} {'wall s/epoch':>12} {'x non-priv':>10} "
-          f"{'CPU s/epoch':>12} {'x non-priv':>10}")
+    print(f"{'threads':>7}  {'mode':<15} {'wall s/epoch':>12} {'x non-priv':>10} "
+          f"{'CPU s/epoch':>12} {'x non-priv':>10} {'wall x seeded':>13} {'CPU x seeded':>12}")
     for threads in args.threads:
         torch.set_num_threads(threads)
-        results = measure([NON_PRIVATE, *args.modes], x, y, args.repeats, args.warmup)
-        for mode, r in results.items():
-            print(f"{threads:>7}  {mode:<12} {r['wall']:>12.3f} {r['wall_ratio']:>9.2f}x "
-                  f"{r['cpu']:>12.3f} {r['cpu_ratio']:>9.2f}x")
+        results = measure([NON_PRIVATE, *args.modes], x, y, args.repeats, args.warmup,
+                          tuple(args.sources))
+        for name, r in results.items():
+            vs = (f"{r['wall_vs_seeded']:>12.3f}x {r['cpu_vs_seeded']:>11.3f}x"
+                  if "/" in name else "")
+            print(f"{threads:>7}  {name:<15} {r['wall']:>12.3f} {r['wall_ratio']:>9.2f}x "
+                  f"{r['cpu']:>12.3f} {r['cpu_ratio']:>9.2f}x {vs}")
     print(f"load average (1, 5, 15 min) at the end: {os.getloadavg()} on {os.cpu_count()} "
           "CPUs; with other work running, trust the CPU columns and the ratios")
 

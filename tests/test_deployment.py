@@ -266,3 +266,73 @@ def test_untrusted_supernode_is_refused(federation, case):
     finally:
         node.stop()
     assert not node.running()
+
+
+def seeded_fedavg(cfg_overrides: dict) -> list:
+    """The one-round FedAvg model the devices would send back if DP noise were seeded.
+
+    What any party knowing the run config could compute: every partition's DP fit
+    with the noise seeded by (seed, round, partition), averaged by example count.
+    """
+    import numpy as np
+
+    from fl_app import keys
+    from fl_app.client_app import HonestClient
+    from fl_app.config import parse_run_config
+    from fl_app.server_app import initial_weights
+
+    cfg = parse_run_config(cfg_overrides)
+    start = initial_weights(cfg)
+    fits = [HonestClient(cfg, p, NUM_NODES, simulated=True).fit(start, {keys.SERVER_ROUND: 1})
+            for p in range(NUM_NODES)]
+    total = sum(n for _, n, _ in fits)
+    return [w0 + sum(n * (w[i] - w0) for w, n, _ in fits) / total
+            for i, w0 in enumerate(start)]
+
+
+def test_dp_noise_on_devices_is_fresh_and_no_one_can_replay_it(federation, tmp_path):
+    """Same run config twice: the devices' DP noise differs, and the run config does not give it.
+
+    ``dp-noise-source`` is left at ``auto``: on real devices that is OS entropy.
+    """
+    import numpy as np
+    import torch
+
+    dp = {"num-server-rounds": 1, "fraction-fit": 1.0, "dataset": "digits", "dp": True,
+          "dp-noise-multiplier": 1.0}
+    run_config = " ".join(f"{k}={json.dumps(v)}" for k, v in dp.items()).replace("True", "true")
+    models = []
+    for name in ("dp-a", "dp-b"):
+        run_id, _ = flwr_run(federation, f"{run_config} output-dir='{tmp_path}' "
+                                         f"run-name='{name}'")
+        assert run_status(federation, run_id).startswith("finished:completed")
+        summary = json.loads((tmp_path / name / "summary.json").read_text())
+        assert summary["dp_noise_source"] == "os"
+        assert summary["dp_noise_sources_seen"] == ["os"]
+        clients = read_csv(tmp_path / name / "clients.csv")
+        assert len(clients) == NUM_NODES and {c["noise_source"] for c in clients} == {"os"}
+        assert all(float(c["epsilon"]) > 0 for c in clients)
+        models.append(np.concatenate([t.numpy().ravel() for t in
+                                      torch.load(tmp_path / name / "model.pt")]))
+    replayed = np.concatenate([w.ravel() for w in seeded_fedavg(dp)])
+    # The noise is ~1e-2 per coordinate here (lr 0.05, sigma C / B = 0.1, ~15 steps,
+    # averaged over 4 clients); float rounding of a correct replay would be ~1e-7.
+    replay_gaps = [np.abs(model - replayed).max() for model in models]
+    assert min(replay_gaps) > 1e-3
+    between_runs = np.abs(models[0] - models[1]).max()
+    assert between_runs > 1e-3
+    # the replay is the right computation but for the noise: as far off as the runs are
+    assert max(replay_gaps) < 10 * between_runs
+
+
+def test_seeded_dp_noise_is_refused_on_real_devices(federation, tmp_path):
+    """``dp-noise-source='seeded'`` fails at start, naming the key; no client trains."""
+    run_id, out = flwr_run(federation, (
+        f"num-server-rounds=1 fraction-fit=1.0 dp=true dp-noise-source='seeded' "
+        f"output-dir='{tmp_path}' run-name='seeded'"))
+    assert "config key 'dp-noise-source' = 'seeded' is not allowed" in out, out
+    assert "'auto' or 'os' on real devices" in out
+    assert run_status(federation, run_id).startswith("finished:failed")
+    assert read_csv(tmp_path / "seeded" / "clients.csv") == []
+    summary = json.loads((tmp_path / "seeded" / "summary.json").read_text())
+    assert summary["status"] != "finished"
