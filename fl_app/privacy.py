@@ -6,8 +6,10 @@ Record-level differential privacy, per client. Two datasets are neighbours when
 they differ in one example of *one client's* local dataset of ``N`` examples.
 Each honest client trains with DP-SGD (Abadi et al., 2016, "Deep Learning with
 Differential Privacy") and reports its own ``(epsilon, delta)``: the guarantee
-its records have against anyone who sees every update it sends, the server
-included. It is **cumulative over every round the client has trained in**: the
+its records have against anyone who sees every update it sends and cannot
+predict its masks and noise: on a real device the server too, in a seeded
+simulation anyone who does not know the run's seed (:mod:`fl_app.dp_randomness`).
+It is **cumulative over every round the client has trained in**: the
 Opacus accountant's history (a list of ``(noise_multiplier, sample_rate,
 num_steps)`` compositions) is kept in the client's state between rounds
 (:func:`dump_accountant` / :func:`load_accountant`) and each round adds its steps.
