@@ -31,8 +31,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
+from fl_app import keys
+from fl_app.client_app import HonestClient
+from fl_app.config import parse_run_config
+from fl_app.server_app import initial_weights
 from tests._pki import ServerPki, make_ca_and_server_cert, make_supernode_keys
 from tests._processes import (
     BIN,
@@ -274,13 +280,6 @@ def seeded_fedavg(cfg_overrides: dict) -> list:
     What any party knowing the run config could compute: every partition's DP fit
     with the noise seeded by (seed, round, partition), averaged by example count.
     """
-    import numpy as np
-
-    from fl_app import keys
-    from fl_app.client_app import HonestClient
-    from fl_app.config import parse_run_config
-    from fl_app.server_app import initial_weights
-
     cfg = parse_run_config(cfg_overrides)
     start = initial_weights(cfg)
     fits = [HonestClient(cfg, p, NUM_NODES, simulated=True).fit(start, {keys.SERVER_ROUND: 1})
@@ -295,9 +294,6 @@ def test_dp_noise_on_devices_is_fresh_and_no_one_can_replay_it(federation, tmp_p
 
     ``dp-noise-source`` is left at ``auto``: on real devices that is OS entropy.
     """
-    import numpy as np
-    import torch
-
     dp = {"num-server-rounds": 1, "fraction-fit": 1.0, "dataset": "digits", "dp": True,
           "dp-noise-multiplier": 1.0}
     run_config = " ".join(f"{k}={json.dumps(v)}" for k, v in dp.items()).replace("True", "true")
