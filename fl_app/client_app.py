@@ -190,7 +190,7 @@ def node_partition(node_config: dict[str, Scalar]) -> tuple[int, int]:
 
 def client_fn(context: Context, overrides: Mapping[str, Scalar] | None = None) -> Client:
     """Build this node's client from the run config (plus ``overrides``) and node config."""
-    cfg = parse_run_config({**context.run_config, **(overrides or {})})
+    cfg = parse_run_config({**context.run_config, **(overrides or {})}, overrides)
     if "data-dir" in context.node_config:  # a real device points at its own copy
         cfg = RunConfig(**{**cfg.__dict__, "data_dir": str(context.node_config["data-dir"])})
     torch.set_num_threads(cfg.client_threads)

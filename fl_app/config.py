@@ -21,6 +21,7 @@ from fl_app.data import DATASETS, PARTITIONINGS, DataConfig
 from fl_app.dp_randomness import NOISE_SOURCES, resolve_noise_source
 from fl_app.errors import ConfigError, ConfigErrors
 from fl_app.models import MODELS, check_model_fits
+from fl_app.preset import KEY_PRESET, load_preset
 from fl_app.privacy import DEFAULT_GRAD_SAMPLE_MODE, GRAD_SAMPLE_MODES, accountant_names
 from strategies.registry import strategy_names
 
@@ -34,6 +35,7 @@ PLACEMENT_KEYS = ("output-dir", "run-name", "resume")
 class RunConfig:
     """A validated run configuration; field ``foo_bar`` is run-config key ``foo-bar``."""
 
+    preset: str = ""
     seed: int = 0
     num_server_rounds: int = 20
     fraction_fit: float = 0.5
@@ -99,6 +101,7 @@ def key_of(field_name: str) -> str:
 
 
 KEYS = {key_of(f.name): f for f in fields(RunConfig)}
+DEFAULTS = {key: f.default for key, f in KEYS.items()}
 
 
 def _coerce(key: str, value: Any, default: Any) -> Any:
@@ -175,12 +178,66 @@ RULES: dict[str, Callable[[Any], str | None]] = {
 }
 
 
-def parse_run_config(run_config: Mapping[str, Any]) -> RunConfig:
+def apply_preset(run_config: Mapping[str, Any], overrides: Mapping[str, Any] | None = None,
+                 server_only: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Resolve the ``preset`` key: the preset's values replace the keys left at their default.
+
+    Flower hands the app one merged config (the pyproject defaults, then the user's
+    ``--run-config``), in which a key left unset and a key set to its default look
+    alike. So a preset's value is taken for every key at its default, and any other
+    value the user gave wins; ``overrides`` (keys that the server and every client
+    both know were given, as ``simulate()`` binds them into both apps) win always.
+    The ServerApp and every ClientApp apply this to the same inputs, so they resolve
+    the same run.
+
+    ``server_only`` are keys the user gave that only the server can see (the ServerApp
+    reads them from Flower's ``Run.override_config``). One of them at its default
+    value, which the preset sets otherwise, is ambiguous: the clients would read it as
+    unset and take the preset's value. That is a :class:`ConfigErrors`.
+
+    >>> apply_preset({"preset": "seed-krum-ipm", "num-attackers": 5})["num-server-rounds"]
+    50
+    """
+    name = run_config.get(KEY_PRESET, "")
+    if not name:
+        return dict(run_config)
+    preset = load_preset(str(name))
+    unknown = sorted(set(preset) - set(KEYS))
+    if unknown:
+        raise ConfigError(KEY_PRESET, name, "a preset of known run-config keys",
+                          f"Unknown keys in it: {unknown}.")
+    known = overrides or {}
+    resolved = dict(run_config)
+    for key, value in preset.items():
+        if key not in known and run_config.get(key, DEFAULTS[key]) == DEFAULTS[key]:
+            resolved[key] = value
+    ambiguous = [ConfigError(
+        key, value, f"a value other than its default ({DEFAULTS[key]!r}) alongside "
+        f"preset={name!r}, which sets {key} = {preset[key]!r}",
+        "Flower merges your --run-config into the defaults, so a key at its default looks "
+        "unset and the clients would take the preset's value. Give the preset's keys "
+        "yourself without preset, or use a copy of the preset file with this key changed "
+        "(preset='/path/to/copy.toml'); fl-sweep --preset and simulate() have no such limit.")
+        for key, value in (server_only or {}).items()
+        if key in preset and key not in known and value == DEFAULTS[key]
+        and preset[key] != DEFAULTS[key]]
+    if ambiguous:
+        raise ConfigErrors(ambiguous)
+    return resolved
+
+
+def parse_run_config(run_config: Mapping[str, Any], overrides: Mapping[str, Any] | None = None,
+                     server_only: Mapping[str, Any] | None = None) -> RunConfig:
     """Validate Flower's ``run_config`` and return a :class:`RunConfig`.
 
-    Unknown keys are errors (a typo must not silently run the default), and every
-    error found is reported together.
+    A ``preset`` is resolved first (:func:`apply_preset`, which says what
+    ``overrides`` and ``server_only`` are). Unknown keys are errors (a typo must not
+    silently run the default), and every error found is reported together.
     """
+    try:
+        run_config = apply_preset(run_config, overrides, server_only)
+    except ConfigError as exc:
+        raise ConfigErrors([exc]) from None
     errors: list[ConfigError] = []
     values: dict[str, Any] = {}
     for key, value in run_config.items():
@@ -250,6 +307,6 @@ def _combination_errors(cfg: RunConfig) -> list[ConfigError]:
 def with_overrides(cfg: RunConfig, **overrides: Any) -> RunConfig:
     """Return ``cfg`` with fields replaced (by field name), validated again."""
     merged = {**cfg.as_dict(), **{key_of(k): v for k, v in overrides.items()}}
-    return parse_run_config(merged)
+    return parse_run_config(merged, merged)  # resolved already: the preset applies to nothing
 
 

@@ -21,7 +21,7 @@ from flwr.common import (
 )
 from flwr.server import ServerAppComponents, ServerConfig
 from flwr.server.client_proxy import ClientProxy
-from flwr.serverapp import ServerApp
+from flwr.serverapp import Grid, ServerApp
 
 from attacks.assignment import byzantine_partitions
 from fl_app import keys
@@ -188,18 +188,25 @@ def federation_checks(cfg: RunConfig, recorder: RunRecorder | None = None
 
 
 def server_fn(context: Context, overrides: Mapping[str, Scalar] | None = None,
-              on_round: Callable[[dict[str, Any]], None] | None = None) -> ServerAppComponents:
+              on_round: Callable[[dict[str, Any]], None] | None = None,
+              user_overrides: Mapping[str, Scalar] | None = None) -> ServerAppComponents:
     """Validate the run config (plus ``overrides``), open the result folder, build the server.
 
     ``on_round`` (in-process runs only) is called with every rounds.csv row.
+    ``user_overrides`` are the keys given to ``flwr run``, which the clients cannot
+    tell from defaults: an ambiguous ``preset`` is refused
+    (:func:`fl_app.config.apply_preset`).
     """
-    cfg = parse_run_config({**context.run_config, **(overrides or {})})
+    cfg = parse_run_config({**context.run_config, **(overrides or {})}, overrides,
+                           user_overrides)
     run_dir = resolve_run_dir(cfg)
     checkpoint = checkpoint_to_resume(run_dir, cfg) if cfg.resume else None
     print(f"[fl_app] results will be written to {run_dir}"
           + (f" (resuming after round {checkpoint.server_round})" if checkpoint else ""),
           flush=True)
-    recorder = RunRecorder(cfg, run_dir, on_round=on_round)
+    # The f Krum declares, resolved (num-byzantine = -1 means num-attackers)
+    recorder = RunRecorder(cfg, run_dir, extra={"declared_byzantine": cfg.declared_byzantine},
+                           on_round=on_round)
     sampler = PartitionSampler(cfg.seed, federation_checks(cfg, recorder))
     recorder.partition_of = sampler.partition_of
     if checkpoint is not None:
@@ -219,15 +226,32 @@ def server_fn(context: Context, overrides: Mapping[str, Scalar] | None = None,
                                config=ServerConfig(num_rounds=cfg.num_server_rounds))
 
 
+class OverridesAwareServerApp(ServerApp):
+    """Flower's ServerApp that keeps the run-config keys the user gave to ``flwr run``.
+
+    Flower hands ``server_fn`` only the merged run config; the keys given on the
+    command line are the grid's ``Run.override_config``, read here before Flower
+    calls ``server_fn``.
+    """
+
+    user_overrides: dict[str, Scalar]
+
+    def __call__(self, grid: Grid, context: Context) -> None:
+        """Note ``grid.run.override_config``, then run as Flower's ServerApp."""
+        self.user_overrides = dict(grid.run.override_config)
+        super().__call__(grid, context)
+
+
 def make_server_app(overrides: Mapping[str, Scalar] | None = None,
                     on_round: Callable[[dict[str, Any]], None] | None = None) -> ServerApp:
     """A ServerApp whose run config is Flower's plus ``overrides`` (in-process runs)."""
     bound = dict(overrides or {})
 
     def server_fn_with_overrides(context: Context):  # Flower requires exactly this signature
-        return server_fn(context, bound, on_round)
+        return server_fn(context, bound, on_round, user_overrides=app.user_overrides)
 
-    return ServerApp(server_fn=server_fn_with_overrides)
+    app = OverridesAwareServerApp(server_fn=server_fn_with_overrides)
+    return app
 
 
 app = make_server_app()

@@ -44,7 +44,8 @@ def simulate(overrides: Mapping[str, Any] | None = None, num_supernodes: int = 1
     ``RAY_ADDRESS`` set, the simulation joins that Ray cluster instead of starting one.
     """
     overrides = dict(overrides or {})
-    run_dir = resolve_run_dir(parse_run_config(overrides))  # validates before Ray starts
+    # validates before Ray starts
+    run_dir = resolve_run_dir(parse_run_config(overrides, overrides))
     overrides.update({"output-dir": str(run_dir.parent), "run-name": run_dir.name})
     run_simulation(server_app=make_server_app(overrides, on_round),
                    client_app=make_client_app(overrides), num_supernodes=num_supernodes,

@@ -40,7 +40,6 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -48,6 +47,7 @@ from fl_app import reports
 from fl_app.checkpoint import CheckpointError, load_checkpoint, resume_errors
 from fl_app.config import KEYS, PLACEMENT_KEYS, RunConfig, parse_run_config
 from fl_app.errors import ConfigError, ConfigErrors, FLAppError
+from fl_app.preset import KEY_PRESET, load_preset, preset_names
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -208,44 +208,6 @@ def parse_grid(args: Sequence[str]) -> dict[str, list[Any]]:
     if errors:
         raise ConfigErrors(errors)
     return grid
-
-
-# ---------------------------------------------------------------------------- presets
-
-
-def preset_names() -> list[str]:
-    """Names of the presets shipped in ``fl_app/presets`` (usable as ``--preset NAME``)."""
-    folder = resources.files("fl_app") / "presets"
-    return sorted(p.name.removesuffix(".toml") for p in folder.iterdir()
-                  if p.name.endswith(".toml"))
-
-
-def load_preset(preset: str | Path) -> dict[str, Any]:
-    """Read a preset: a TOML file of run-config overrides, by path or by shipped name.
-
-    Raises:
-        ConfigError: The file does not exist, is not TOML, or holds a table or array.
-    """
-    path = Path(preset).expanduser()
-    if not path.is_file():
-        name = str(preset).removesuffix(".toml")
-        shipped = resources.files("fl_app") / "presets" / f"{name}.toml"
-        if not shipped.is_file():
-            raise ConfigError("--preset", str(preset),
-                              f"a TOML file or a shipped preset: {preset_names()}")
-        text = shipped.read_text()
-    else:
-        text = path.read_text()
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError("--preset", str(preset), "a TOML file of `key = value` lines",
-                          str(exc)) from None
-    bad = [key for key, value in data.items() if not isinstance(value, (bool, int, float, str))]
-    if bad:
-        raise ConfigError("--preset", str(preset), "flat `key = value` run-config overrides",
-                          f"These keys hold tables or arrays: {bad}.")
-    return data
 
 
 # ---------------------------------------------------------------------------- the grid
@@ -655,6 +617,28 @@ def run_cell(cell: Cell, cell_dir: Path, runner: CellRunner, num_supernodes: int
     return run_dir
 
 
+def sweep_preset(overrides: Mapping[str, Any], preset: str | Path | None,
+                 grids: Sequence[Grid]) -> tuple[dict[str, Any], str | Path | None]:
+    """Return ``overrides`` without a ``preset`` key, and the sweep's one preset.
+
+    ``--set preset=NAME`` means ``--preset NAME``: the sweep applies it itself, so
+    every ``--set`` and grid value beats the preset exactly (a run given the
+    ``preset`` key can only tell a key left at its default, see
+    :func:`fl_app.config.apply_preset`).
+    """
+    rest = dict(overrides)
+    given = rest.pop(KEY_PRESET, None)
+    errors = [ConfigError(KEY_PRESET, g[KEY_PRESET], "one preset for the whole sweep",
+                          "Use --preset NAME (or --set preset=NAME); run one sweep per preset.")
+              for g in grids if KEY_PRESET in g]
+    if given is not None and preset is not None and str(given) != str(preset):
+        errors.append(ConfigError(KEY_PRESET, given, f"the same as --preset {preset}",
+                                  "Give the preset once."))
+    if errors:
+        raise ConfigErrors(errors)
+    return rest, (preset if preset is not None else given) or None
+
+
 def prepare_cells(out: Path, base: Mapping[str, Any], grids: Sequence[Grid],
                   overrides: Mapping[str, Any], num_supernodes: int) -> list[Cell]:
     """Plan the cells and check everything that can be checked before running any.
@@ -705,8 +689,9 @@ def run_sweep(out: str | Path, grid: Grid | Sequence[Grid] | None = None,
     """
     out = Path(out).expanduser().resolve()
     grids = [] if grid is None else [grid] if isinstance(grid, Mapping) else list(grid)
-    base = {**(load_preset(preset) if preset else {}), **(overrides or {})}
-    cells = prepare_cells(out, base, grids, overrides or {}, num_supernodes)
+    overrides, preset = sweep_preset(overrides or {}, preset, grids)
+    base = {**(load_preset(preset, "--preset") if preset else {}), **overrides}
+    cells = prepare_cells(out, base, grids, overrides, num_supernodes)
     result = SweepResult(out)
     progress = progress or make_progress(len(cells), plain=verbose)
     if dry_run:

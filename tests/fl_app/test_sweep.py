@@ -170,16 +170,38 @@ def test_a_key_both_set_and_swept_is_an_error(tmp_path):
                   runner=FakeRunner(), progress=quiet())
 
 
-def test_presets_load_by_path_or_shipped_name(tmp_path):
-    small = sweep.load_preset("seed-krum-ipm-small")
-    assert small["dataset"] == "digits" and small["num-byzantine"] == -1
-    assert sweep.load_preset("fl_app/presets/seed-krum-ipm.toml")["dataset"] == "cifar10"
-    assert {"seed-krum-ipm", "seed-krum-ipm-small"} <= set(sweep.preset_names())
-    with pytest.raises(ConfigError, match="seed-krum-ipm-small"):
-        sweep.load_preset(tmp_path / "missing.toml")
-    (tmp_path / "nested.toml").write_text("[tool]\nx = 1\n")
-    with pytest.raises(ConfigError, match="tables or arrays"):
-        sweep.load_preset(tmp_path / "nested.toml")
+def test_set_preset_is_the_same_as_the_preset_option(tmp_path):
+    by_option = run_sweep(tmp_path / "a", GRID, {"num-server-rounds": 3},
+                          preset="seed-krum-ipm-small", runner=FakeRunner(), progress=quiet())
+    by_set = run_sweep(tmp_path / "b", GRID, {"num-server-rounds": 3,
+                                             "preset": "seed-krum-ipm-small"},
+                       runner=FakeRunner(), progress=quiet())
+    for name in NAMES:
+        a = json.loads((by_option.out / name / "summary.json").read_text())["config"]
+        b = json.loads((by_set.out / name / "summary.json").read_text())["config"]
+        assert a.pop("output-dir") != b.pop("output-dir")
+        assert a == b and a["dataset"] == "digits" and a["num-server-rounds"] == 3
+
+
+def test_a_sweep_keeps_grid_values_at_their_default_against_the_preset(tmp_path):
+    """Unlike the preset key in one run, the sweep knows its values: q = 0 stays 0."""
+    result = run_sweep(tmp_path, {"num-attackers": [0], "attack": ["none"]},
+                       {"num-server-rounds": 3}, preset="seed-krum-ipm-small",
+                       runner=FakeRunner(), progress=quiet())
+    config = json.loads((result.out / "num-attackers=0,attack=none" / "summary.json")
+                        .read_text())["config"]
+    assert config["num-attackers"] == 0 and config["attack"] == "none"
+    assert config["partitioning"] == "dirichlet"  # from the preset
+
+
+@pytest.mark.parametrize(("grid", "overrides", "preset_option"), [
+    ({"preset": ["seed-krum-ipm", "seed-krum-ipm-small"]}, {}, None),
+    (GRID, {"preset": "seed-krum-ipm"}, "seed-krum-ipm-small"),
+])
+def test_one_preset_per_sweep(tmp_path, grid, overrides, preset_option):
+    with pytest.raises(ConfigErrors, match="'preset'"):
+        run_sweep(tmp_path, grid, overrides, preset=preset_option, runner=FakeRunner(),
+                  progress=quiet())
 
 
 # ---------------------------------------------------------------------------- resume
