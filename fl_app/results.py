@@ -252,6 +252,18 @@ class RunRecorder:
                 "final_test_loss": self.rounds[-1]["test_loss"],
                 "rounds_completed": self.rounds[-1]["round"]}
 
+    def fail(self, error: BaseException) -> None:
+        """Record that the run stopped on ``error``: summary.json says so, and the log.
+
+        ``failed`` for an error, ``interrupted`` for a stop (Ctrl-C, a signal); the
+        files of the rounds done so far stay as they are.
+        """
+        status = "failed" if isinstance(error, Exception) else "interrupted"
+        self.extra["error"] = f"{type(error).__name__}: {error}"
+        self.write_summary(status=status)
+        print(f"[fl_app] run {status.upper()}: {self.extra['error']}; results so far in "
+              f"{self.run_dir}", flush=True)
+
     def write_summary(self, status: str) -> None:
         """(Re)write summary.json: config, final metrics, versions, seconds, status."""
         summary = {"status": status, "run_dir": str(self.run_dir),

@@ -220,6 +220,7 @@ def server_fn(context: Context, overrides: Mapping[str, Scalar] | None = None,
 
     server = ResumableServer(
         client_manager=sampler, strategy=build_strategy(cfg, recorder), on_round_end=save,
+        on_failure=recorder.fail,
         start_after=checkpoint.server_round if checkpoint else None,
         start_weights=checkpoint.weights if checkpoint else None)
     return ServerAppComponents(server=server,

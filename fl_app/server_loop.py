@@ -31,20 +31,31 @@ class ResumableServer(Server):
             initial parameters are evaluated as round 0).
         start_weights: The global model after ``start_after`` (required with it).
         on_round_end: Called with ``(round, parameters)`` once a round is complete.
+        on_failure: Called with the exception that ends the loop, before it propagates
+            (Flower's ``flwr run --stream`` exits 0 even then: the app says it itself).
     """
 
     def __init__(self, *, client_manager: ClientManager, strategy: Strategy,
                  start_after: int | None = None, start_weights: NDArrays | None = None,
-                 on_round_end: Callable[[int, Parameters], None] | None = None) -> None:
+                 on_round_end: Callable[[int, Parameters], None] | None = None,
+                 on_failure: Callable[[BaseException], None] | None = None) -> None:
         super().__init__(client_manager=client_manager, strategy=strategy)
         if (start_after is None) != (start_weights is None):
             raise ValueError("start_after and start_weights go together")
         self.start_after = start_after
         self.start_weights = start_weights
         self.on_round_end = on_round_end or (lambda server_round, parameters: None)
+        self.on_failure = on_failure or (lambda error: None)
 
     def fit(self, num_rounds: int, timeout: float | None) -> tuple[History, float]:
         """Run rounds ``start_after + 1 .. num_rounds`` (all of them for a new run)."""
+        try:
+            return self._fit(num_rounds, timeout)
+        except BaseException as error:
+            self.on_failure(error)
+            raise
+
+    def _fit(self, num_rounds: int, timeout: float | None) -> tuple[History, float]:
         history = History()
         if self.start_after is None:
             self.parameters = self._get_initial_parameters(server_round=0, timeout=timeout)

@@ -127,3 +127,17 @@ def test_bad_config_fails_before_the_simulation_starts(tmp_path):
     assert not any(tmp_path.iterdir())
     with pytest.raises(ConfigErrors):
         parse_run_config({"data-dir": "/nonexistent", "dataset": "cifar10"})
+
+
+def test_a_run_that_fails_after_start_says_so_in_summary_json(tmp_path):
+    """Flower's ``flwr run`` exits 0 whatever happens; the app's own status says failed."""
+    with pytest.raises(ConfigErrors, match="num-attackers"):
+        simulate({"num-server-rounds": 2, "attack": "ipm", "num-attackers": 4,
+                  "output-dir": str(tmp_path), "run-name": "too-many-attackers"},
+                 num_supernodes=3)  # 4 attackers among 3 nodes: refused when nodes are known
+    summary = json.loads((tmp_path / "too-many-attackers" / "summary.json").read_text())
+    assert summary["status"] == "failed"
+    assert summary["error"].startswith("ConfigErrors:")
+    assert "'num-attackers' = 4" in summary["error"]
+    with open(tmp_path / "too-many-attackers" / "rounds.csv") as f:
+        assert [row["round"] for row in csv.DictReader(f)] == ["0"]  # kept, not lost
