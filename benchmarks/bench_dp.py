@@ -11,7 +11,7 @@ seconds (steadier on a shared machine), and of each repeat's ratio to that
 repeat's non-private epoch.
 
 ``--sources`` times each DP mode with each source of DP randomness
-(:mod:`fl_app.dp_randomness`): ``seeded`` (simulation) and ``os`` (a real
+(:mod:`fl_app.privacy.randomness`): ``seeded`` (simulation) and ``os`` (a real
 device: the generator's whole state drawn from ``os.urandom``, once per client
 round, counted in the epoch). Rows ``mode/os`` add the paired ratio to the same
 mode seeded, the cost of the OS source.
@@ -34,9 +34,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from fl_app.dp_randomness import OS, SEEDED, dp_generator
 from fl_app.models import build_model
 from fl_app.privacy import GRAD_SAMPLE_MODES, DPSettings, new_accountant, train_private
+from fl_app.privacy.randomness import OS, SEEDED, dp_generator
 from fl_app.task import TrainSettings, train
 
 DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg"

@@ -18,7 +18,6 @@ from flwr.common import ConfigRecord, Context, NDArrays, RecordDict, Scalar
 from fl_app import keys
 from fl_app.config import RunConfig, parse_run_config
 from fl_app.data import load_partition
-from fl_app.dp_randomness import dp_generator, resolve_noise_source, running_in_simulation
 from fl_app.errors import ConfigError
 from fl_app.privacy import (
     dump_accountant,
@@ -29,6 +28,7 @@ from fl_app.privacy import (
     resolve_noise_multiplier,
     train_private,
 )
+from fl_app.privacy.randomness import dp_generator, resolve_noise_source, running_in_simulation
 from fl_app.roles import build_run_model, dp_settings, is_byzantine, wrap_byzantine
 from fl_app.task import TrainSettings, evaluate, get_weights, set_weights, train
 
@@ -46,7 +46,7 @@ class HonestClient(NumPyClient):
     """Trains the global model on one partition with local SGD and reports its loss.
 
     ``simulated`` says whether this client runs inside Flower's Simulation Engine;
-    only then may its DP randomness be seeded (:mod:`fl_app.dp_randomness`). It
+    only then may its DP randomness be seeded (:mod:`fl_app.privacy.randomness`). It
     defaults to ``False``, a real device, so a client built without it never uses
     noise the server could regenerate.
     """
@@ -118,7 +118,7 @@ class HonestClient(NumPyClient):
         sends it back on resume). The node's own copy always wins, so a server
         cannot rewind a budget the node has kept.
 
-        The batch masks and the noise come from :func:`~fl_app.dp_randomness.dp_generator`:
+        The batch masks and the noise come from :func:`~fl_app.privacy.randomness.dp_generator`:
         seeded only in a simulation (when ``dp-noise-source`` allows), otherwise fresh
         OS entropy every round; a request for seeded noise outside a simulation is
         refused here too, whatever the server checked.

@@ -18,11 +18,11 @@ from typing import Any
 
 from attacks.registry import AttackKind, attack_names, get_attack
 from fl_app.data import DATASETS, PARTITIONINGS, DataConfig
-from fl_app.dp_randomness import NOISE_SOURCES, resolve_noise_source
 from fl_app.errors import ConfigError, ConfigErrors
 from fl_app.models import MODELS, check_model_fits
 from fl_app.preset import KEY_PRESET, load_preset
 from fl_app.privacy import DEFAULT_GRAD_SAMPLE_MODE, GRAD_SAMPLE_MODES, accountant_names
+from fl_app.privacy.randomness import NOISE_SOURCES, resolve_noise_source
 from strategies.registry import strategy_names
 
 IPM_KNOWLEDGE = ("own", "colluders", "omniscient")

@@ -13,7 +13,7 @@ TRAINED = "trained"  # 1 trained, 0 refused (DP budget spent)
 STATUS = "status"  # free text: why a client did not train
 ACCURACY = "accuracy"
 # Where a DP client's masks and noise came from this round: "seeded", "os" or "csprng"
-# (fl_app.dp_randomness); never the seed or the entropy itself.
+# (fl_app.privacy.randomness); never the seed or the entropy itself.
 DP_NOISE_SOURCE = "dp-noise-source"
 # A DP client's accountant (JSON, see fl_app.privacy.dump_accountant) after each fit; the
 # server keeps the latest in its checkpoint and returns it in the fit config of a resumed

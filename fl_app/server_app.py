@@ -28,15 +28,15 @@ from fl_app import keys
 from fl_app.checkpoint import Checkpoint, checkpoint_to_resume, save_checkpoint
 from fl_app.config import RunConfig, parse_run_config
 from fl_app.data import load_test_set, partition_indices
-from fl_app.dp_randomness import (
+from fl_app.errors import ConfigError, ConfigErrors
+from fl_app.privacy import resolve_delta, resolve_noise_multiplier
+from fl_app.privacy.randomness import (
     CSPRNG,
     KEY_SECURE_MODE,
     SecureModeUnavailableError,
     resolve_noise_source,
     secure_generator,
 )
-from fl_app.errors import ConfigError, ConfigErrors
-from fl_app.privacy import resolve_delta, resolve_noise_multiplier
 from fl_app.results import RunRecorder, resolve_run_dir
 from fl_app.roles import build_run_model, dp_settings, omniscient_hook, sampled_per_round
 from fl_app.sampling import PartitionSampler

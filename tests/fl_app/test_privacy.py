@@ -23,6 +23,7 @@ from fl_app.privacy import (
     AccountantStateError,
     DPSettings,
     IncompatibleModelError,
+    accounting,
     check_delta,
     default_delta,
     dump_accountant,
@@ -157,7 +158,7 @@ def test_noise_for_target_epsilon_reaches_the_target() -> None:
     sigma = noise_for_target_epsilon(3.0, delta, rate, steps, "rdp")
     accountant = create_accountant("rdp")
     accountant.history = [(sigma, rate, steps)]
-    assert 3.0 - privacy.EPSILON_TOLERANCE <= accountant.get_epsilon(delta) <= 3.0
+    assert 3.0 - accounting.EPSILON_TOLERANCE <= accountant.get_epsilon(delta) <= 3.0
 
 
 def test_resolve_noise_multiplier_calibrates_over_the_planned_rounds() -> None:
@@ -203,11 +204,11 @@ def test_accountant_failure_during_calibration_is_a_config_error(monkeypatch) ->
     def fails(**kwargs: object) -> float:
         raise RuntimeError("Discrete mean differs significantly from continuous mean.")
 
-    monkeypatch.setattr(privacy, "get_noise_multiplier", fails)
-    privacy._calibrated_noise.cache_clear()
+    monkeypatch.setattr(accounting, "get_noise_multiplier", fails)
+    accounting._calibrated_noise.cache_clear()
     with pytest.raises(ConfigError, match="dp-target-epsilon") as info:
         noise_for_target_epsilon(1000.0, 1e-4, 0.5, 1, "prv")
-    privacy._calibrated_noise.cache_clear()
+    accounting._calibrated_noise.cache_clear()
     assert "dp-accountant='rdp'" in str(info.value)
 
 

@@ -152,8 +152,9 @@ def os_generator() -> torch.Generator:
     read_back = generator.get_state().numpy()[MT_STATE_OFFSET:end].view(np.uint64)
     if not np.array_equal(read_back, words):
         raise RuntimeError(
-            "torch's CPU generator state does not have the layout fl_app.dp_randomness expects "
-            f"(torch {torch.__version__}); refusing to draw DP noise from a state it did not set")
+            "torch's CPU generator state does not have the layout fl_app.privacy.randomness "
+            f"expects (torch {torch.__version__}); refusing to draw DP noise from a state it "
+            "did not set")
     return generator
 
 
