@@ -6,7 +6,6 @@ Thin by design: the training loop is in :mod:`fl_app.task`, data in
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 from collections.abc import Callable, Mapping
 
@@ -19,15 +18,7 @@ from fl_app import keys
 from fl_app.config import RunConfig, parse_run_config
 from fl_app.data import load_partition
 from fl_app.errors import ConfigError
-from fl_app.privacy import (
-    dump_accountant,
-    epsilon_after_round,
-    epsilon_of,
-    load_accountant,
-    resolve_delta,
-    resolve_noise_multiplier,
-    train_private,
-)
+from fl_app.privacy.client_round import private_round
 from fl_app.privacy.randomness import dp_generator, resolve_noise_source, running_in_simulation
 from fl_app.roles import build_run_model, dp_settings, is_byzantine, wrap_byzantine
 from fl_app.task import TrainSettings, evaluate, get_weights, set_weights, train
@@ -130,23 +121,9 @@ class HonestClient(NumPyClient):
         # First, so that a device refuses seeded noise even when it would not train.
         source = resolve_noise_source(self.cfg.dp_noise_source, self.simulated,
                                       self.cfg.dp_secure_mode)
-        x, y = self.data()
-        dp = dp_settings(self.cfg)
         stored = self.state.get(keys.DP_STATE)
-        text = str(stored["accountant"]) if stored else (
+        state = str(stored["accountant"]) if stored else (
             str(server_copy) if server_copy else None)
-        accountant = load_accountant(text, dp.accountant)
-        noise = resolve_noise_multiplier(dp, len(y), self.settings, self.cfg.num_server_rounds)
-        delta = resolve_delta(dp, len(y))
-        if dp.max_epsilon is not None:
-            next_epsilon = epsilon_after_round(accountant, dp, len(y), self.settings, noise)
-            if next_epsilon > dp.max_epsilon:
-                spent = epsilon_of(accountant, delta)
-                return parameters, 0, {**self.metrics(
-                    float("nan"), spent, trained=False,
-                    status=f"DP budget: training would reach epsilon {next_epsilon:.3f} > "
-                           f"dp-max-epsilon {dp.max_epsilon}"),
-                    keys.DP_ACCOUNTANT: dump_accountant(accountant)}
         # `source` decides whether the seed is used at all ("seeded" only): on a device
         # every draw of this fit, dropout included, starts from fresh OS entropy.
         generator = dp_generator(
@@ -154,14 +131,15 @@ class HonestClient(NumPyClient):
         torch.manual_seed(int(torch.randint(2**62, (), generator=generator)))  # dropout
         model = build_run_model(self.cfg)
         set_weights(model, parameters)
-        loss, _ = train_private(model, x, y, self.settings,
-                                dataclasses.replace(dp, noise_multiplier=noise),
-                                accountant, generator)
-        dumped = dump_accountant(accountant)
-        self.state[keys.DP_STATE] = ConfigRecord({"accountant": dumped})
-        return get_weights(model), len(y), {**self.metrics(loss, epsilon_of(accountant, delta)),
-                                            keys.DP_ACCOUNTANT: dumped,
-                                            keys.DP_NOISE_SOURCE: source}
+        x, y = self.data()
+        outcome = private_round(model, x, y, self.settings, dp_settings(self.cfg),
+                                self.cfg.num_server_rounds, state, generator)
+        metrics = {**self.metrics(outcome.loss, outcome.epsilon, outcome.trained,
+                                  outcome.status), keys.DP_ACCOUNTANT: outcome.accountant}
+        if not outcome.trained:
+            return parameters, 0, metrics
+        self.state[keys.DP_STATE] = ConfigRecord({"accountant": outcome.accountant})
+        return get_weights(model), len(y), {**metrics, keys.DP_NOISE_SOURCE: source}
 
     def evaluate(self, parameters: NDArrays, config: dict[str, Scalar]
                  ) -> tuple[float, int, dict[str, Scalar]]:

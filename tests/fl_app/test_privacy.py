@@ -483,3 +483,23 @@ def test_mean_loss_matches_the_models_loss_on_a_full_batch() -> None:
     loss, _ = train_private(model, x, y, TrainSettings(batch_size=6), DPSettings(),
                             new_accountant("rdp"), torch.Generator())
     assert loss == pytest.approx(nn.functional.cross_entropy(reference(x), y).item(), rel=1e-5)
+
+
+def test_private_round_charges_a_trained_round_and_not_a_refused_one() -> None:
+    """The one call per client round: accountant in, budget checked, trained, state out."""
+    from fl_app.privacy.client_round import private_round
+
+    x, y = digits(20)
+    settings = TrainSettings(local_epochs=1, batch_size=5, learning_rate=0.1, momentum=0.0)
+    dp = DPSettings(noise_multiplier=1.0, max_grad_norm=1.0)
+    model = fresh_model()
+    first = private_round(model, x, y, settings, dp, 3, None, torch.Generator().manual_seed(0))
+    assert first.trained and first.epsilon > 0 and not math.isnan(first.loss)
+    assert json.loads(first.accountant)["history"] == [[1.0, 0.25, 4]]
+    budget = DPSettings(noise_multiplier=1.0, max_grad_norm=1.0, max_epsilon=first.epsilon)
+    before = flat_params(model)
+    refused = private_round(model, x, y, settings, budget, 3, first.accountant,
+                            torch.Generator().manual_seed(1))
+    assert not refused.trained and "dp-max-epsilon" in refused.status
+    assert refused.accountant == first.accountant and refused.epsilon == first.epsilon
+    assert torch.equal(flat_params(model), before)  # not trained, not charged
