@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from fl_app.models import build_model
+from fl_app.learning.models import build_model
 from fl_app.privacy import GRAD_SAMPLE_MODES, DPSettings, new_accountant, train_private
 from fl_app.privacy.randomness import OS, SEEDED, dp_generator
 from fl_app.task import TrainSettings, train

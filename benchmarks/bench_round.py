@@ -4,12 +4,12 @@ Both ways run the seed's CIFAR-10 setting on the real data (100 IID partitions,
 25 clients a round, batch 10, lr 0.01, momentum 0.5, one local epoch, cifar-cnn,
 FedAvg) and do the same work each round:
 
-1. **Flower**: :func:`fl_app.simulate.simulate` (Ray Simulation Engine, 100
+1. **Flower**: :func:`fl_app.experiments.simulate.simulate` (Ray Simulation Engine, 100
    SuperNodes) with ``num_cpus_per_client`` CPUs and ``client-threads`` torch
    threads per client actor. Per-round seconds come from the run's rounds.csv.
 2. **Plain loop**: in this process, for the partitions that the Flower run
    sampled in each round (rounds.csv ``sampled_clients``): decode the partition
-   with :func:`fl_app.data.load_partition` (the same function and per-process
+   with :func:`fl_app.learning.data.load_partition` (the same function and per-process
    cache a client actor uses), build the model, load the global weights, train
    with :func:`fl_app.task.train` under the client's seeds, FedAvg the weights,
    and evaluate on the whole test set as the server does.
@@ -18,7 +18,7 @@ Data loading counts in both: every run starts with cold decode caches, so round 
 includes the first decodes everywhere, and later rounds decode the partitions a
 process has not seen yet. Steady state is the median of rounds 2..R (round 1
 also pays Ray's start-up). Round ``r`` is timed, in both ways, from the end of
-evaluation ``r - 1`` to the end of evaluation ``r`` (as fl_app.results does).
+evaluation ``r - 1`` to the end of evaluation ``r`` (as fl_app.runs.recorder does).
 
 Goal (issue): Flower's default at most 0.75x the plain loop with 2 threads.
 
@@ -46,12 +46,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fl_app import data as fl_data
 from fl_app.client_app import derived_seed
 from fl_app.config import RunConfig, parse_run_config
-from fl_app.roles import build_run_model
+from fl_app.experiments.simulate import simulate
+from fl_app.federation.roles import build_run_model
+from fl_app.learning import data as fl_data
 from fl_app.server_app import initial_weights
-from fl_app.simulate import simulate
 from fl_app.task import TrainSettings, evaluate, get_weights, set_weights, train
 from strategies.mean import weighted_mean_update
 from strategies.updates import flatten, stack_updates, unflatten
@@ -98,7 +98,7 @@ def seed_overrides(args: argparse.Namespace) -> dict[str, object]:
 def cold_caches(scratch: Path) -> None:
     """Forget every decoded partition, test set and file listing of this process.
 
-    Also points the shared on-disk decode cache (fl_app.data.decode_cache_dir) at an
+    Also points the shared on-disk decode cache (fl_app.learning.data.decode_cache_dir) at an
     empty ``scratch/decode-cache`` (the previous way's ~600 MB deleted), inherited by
     the Ray workers a simulation starts, so each way decodes every JPEG it needs itself.
     """

@@ -45,7 +45,7 @@ import psutil
 GOAL_BYTES = 24 * 2**30
 CHILD = """
 import json, sys
-from fl_app.simulate import simulate
+from fl_app.experiments.simulate import simulate
 overrides, nodes = json.loads(sys.argv[1]), int(sys.argv[2])
 print(simulate(overrides, num_supernodes=nodes))
 """

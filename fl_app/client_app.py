@@ -1,7 +1,7 @@
 """ClientApp: an honest client that trains on its partition (optionally with DP-SGD).
 
 Thin by design: the training loop is in :mod:`fl_app.task`, data in
-:mod:`fl_app.data`, the Byzantine wrapper in :mod:`attacks`.
+:mod:`fl_app.learning.data`, the Byzantine wrapper in :mod:`attacks`.
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ from flwr.common import ConfigRecord, Context, NDArrays, RecordDict, Scalar
 
 from fl_app import keys
 from fl_app.config import RunConfig, parse_run_config
-from fl_app.data import load_partition
 from fl_app.errors import ConfigError
+from fl_app.federation.roles import build_run_model, dp_settings, is_byzantine, wrap_byzantine
+from fl_app.learning.data import load_partition
 from fl_app.privacy.client_round import private_round
 from fl_app.privacy.randomness import dp_generator, resolve_noise_source, running_in_simulation
-from fl_app.roles import build_run_model, dp_settings, is_byzantine, wrap_byzantine
 from fl_app.task import TrainSettings, evaluate, get_weights, set_weights, train
 
 

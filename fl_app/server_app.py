@@ -1,7 +1,7 @@
 """ServerApp: our strategies, central evaluation each round, and the result folder.
 
 Thin by design: strategies come from :mod:`strategies.registry`, the result
-folder from :mod:`fl_app.results`, evaluation from :mod:`fl_app.task`.
+folder from :mod:`fl_app.runs.recorder`, evaluation from :mod:`fl_app.task`.
 """
 
 from __future__ import annotations
@@ -25,10 +25,12 @@ from flwr.serverapp import Grid, ServerApp
 
 from attacks.assignment import byzantine_partitions
 from fl_app import keys
-from fl_app.checkpoint import Checkpoint, checkpoint_to_resume, save_checkpoint
 from fl_app.config import RunConfig, parse_run_config
-from fl_app.data import load_test_set, partition_indices
 from fl_app.errors import ConfigError, ConfigErrors
+from fl_app.federation.roles import build_run_model, dp_settings, omniscient_hook, sampled_per_round
+from fl_app.federation.sampling import PartitionSampler
+from fl_app.federation.server_loop import ResumableServer
+from fl_app.learning.data import load_test_set, partition_indices
 from fl_app.privacy import resolve_delta, resolve_noise_multiplier
 from fl_app.privacy.randomness import (
     CSPRNG,
@@ -37,10 +39,8 @@ from fl_app.privacy.randomness import (
     resolve_noise_source,
     secure_generator,
 )
-from fl_app.results import RunRecorder, resolve_run_dir
-from fl_app.roles import build_run_model, dp_settings, omniscient_hook, sampled_per_round
-from fl_app.sampling import PartitionSampler
-from fl_app.server_loop import ResumableServer
+from fl_app.runs.checkpoint import Checkpoint, checkpoint_to_resume, save_checkpoint
+from fl_app.runs.recorder import RunRecorder, resolve_run_dir
 from fl_app.task import TrainSettings, evaluate, get_weights, set_weights
 from strategies.fedavg import UpdateSpaceFedAvg
 from strategies.registry import make_strategy

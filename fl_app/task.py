@@ -2,7 +2,7 @@
 
 A client's data is held as two tensors (images ``x``: float32 ``N x C x H x W``,
 already normalised; labels ``y``: int64 ``N``), decoded once per process by
-:mod:`fl_app.data`. Batches are drawn by indexing those tensors with a seeded
+:mod:`fl_app.learning.data`. Batches are drawn by indexing those tensors with a seeded
 permutation instead of a ``DataLoader``: with the seed's batch size of 10 a
 ``DataLoader`` spends more time collating ten tiny tensors than the CNN spends
 on them.

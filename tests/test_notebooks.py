@@ -23,7 +23,8 @@ def kernel_env(tmp_path_factory):
     system ``python3`` kernel of another environment cannot shadow this one.
     """
     root = tmp_path_factory.mktemp("jupyter")
-    # shared with tests/fl_app/test_sweep.py, whose real sweep is the robustness smoke sweep
+    # shared with tests/fl_app/experiments/test_sweep.py, whose real sweep is the
+    # robustness smoke sweep
     out = tmp_path_factory.getbasetemp() / "notebooks"
     spec_dir = root / "kernels" / "python3"
     spec_dir.mkdir(parents=True)

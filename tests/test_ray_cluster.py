@@ -3,7 +3,7 @@
 Flower's Ray backend calls ``ray.init(**init_args)`` only when Ray is not yet
 initialised in the process, and ``ray.init()`` without an address joins the
 cluster named by ``RAY_ADDRESS``. So ``RAY_ADDRESS`` attaches both ways of
-running to a cluster: :func:`fl_app.simulate.simulate` in this process, and
+running to a cluster: :func:`fl_app.experiments.simulate.simulate` in this process, and
 ``flwr run`` through a SuperLink started with ``RAY_ADDRESS`` in its
 environment (its ``flwr-simulation`` process inherits it). The cluster's
 resources then decide parallelism: ``--num-cpus=2`` and 1 CPU per client give
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from fl_app.simulate import simulate
+from fl_app.experiments.simulate import simulate
 from tests._processes import (
     BIN,
     LOOPBACK,

@@ -10,10 +10,10 @@ from fl_app import keys
 from fl_app.client_app import HonestClient
 from fl_app.config import parse_run_config
 from fl_app.errors import ConfigErrors
+from fl_app.experiments.simulate import simulate
+from fl_app.federation.roles import wrap_byzantine
 from fl_app.privacy import default_delta, sample_rate, steps_per_epoch
-from fl_app.roles import wrap_byzantine
 from fl_app.server_app import federation_checks, initial_weights
-from fl_app.simulate import simulate
 
 N = 10
 

@@ -8,9 +8,9 @@ import torch
 
 from fl_app.config import parse_run_config
 from fl_app.errors import ConfigErrors
-from fl_app.models import build_model
-from fl_app.results import ROUND_COLUMNS
-from fl_app.simulate import simulate
+from fl_app.experiments.simulate import simulate
+from fl_app.learning.models import build_model
+from fl_app.runs.recorder import ROUND_COLUMNS
 from fl_app.task import set_weights
 
 
@@ -40,7 +40,7 @@ def test_offline_default_learns_and_writes_a_complete_result_folder(clean_run):
     assert summary["final"]["final_test_accuracy"] == float(rows[-1]["test_accuracy"])
     assert summary["versions"]["flwr"] == "1.42.0"
     # model.pt is the final global model: it reproduces the recorded accuracy
-    from fl_app.data import DataConfig, load_test_set
+    from fl_app.learning.data import DataConfig, load_test_set
     from fl_app.task import evaluate
 
     model = build_model("digits-cnn")

@@ -18,8 +18,8 @@ from attacks.byzantine_client import ByzantineClient
 from attacks.omniscient import OmniscientAdversary
 from fl_app import keys
 from fl_app.config import RunConfig
-from fl_app.data import DATASETS
-from fl_app.models import build_model
+from fl_app.learning.data import DATASETS
+from fl_app.learning.models import build_model
 from fl_app.privacy import DPSettings, make_private_compatible
 
 

@@ -16,6 +16,7 @@ from fl_app import client_app, keys
 from fl_app.client_app import HonestClient
 from fl_app.config import parse_run_config
 from fl_app.errors import ConfigError, ConfigErrors
+from fl_app.experiments.simulate import simulate
 from fl_app.privacy import DPSettings, new_accountant, train_private
 from fl_app.privacy import randomness as dp_randomness
 from fl_app.privacy.randomness import (
@@ -25,7 +26,6 @@ from fl_app.privacy.randomness import (
     resolve_noise_source,
 )
 from fl_app.server_app import federation_checks, initial_weights
-from fl_app.simulate import simulate
 from fl_app.task import TrainSettings
 
 N = 10

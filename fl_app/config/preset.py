@@ -1,4 +1,4 @@
-"""Presets: a TOML file of run-config values, shipped in ``fl_app/presets/`` or the user's own.
+"""Presets: TOML files of run-config values, shipped in ``fl_app/config/presets/`` or your own.
 
 The run-config key ``preset`` names one (``preset='seed-krum-ipm'`` or a path);
 :func:`fl_app.config.apply_preset` resolves it before validation, for
@@ -25,7 +25,7 @@ KEY_PRESET = "preset"
 
 def preset_names() -> list[str]:
     """Names of the presets shipped in ``fl_app/presets`` (``preset='NAME'``)."""
-    folder = resources.files("fl_app") / "presets"
+    folder = resources.files("fl_app.config") / "presets"
     return sorted(p.name.removesuffix(".toml") for p in folder.iterdir()
                   if p.name.endswith(".toml"))
 
@@ -42,7 +42,7 @@ def load_preset(preset: str | Path, key: str = KEY_PRESET) -> dict[str, Any]:
     path = Path(preset).expanduser()
     if not path.is_file():
         name = str(preset).removesuffix(".toml")
-        shipped = resources.files("fl_app") / "presets" / f"{name}.toml"
+        shipped = resources.files("fl_app.config") / "presets" / f"{name}.toml"
         if not shipped.is_file():
             raise ConfigError(key, str(preset),
                               f"a TOML file or a shipped preset: {preset_names()}")

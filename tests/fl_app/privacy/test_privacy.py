@@ -17,7 +17,7 @@ from torch import nn
 
 from fl_app import privacy
 from fl_app.errors import ConfigError, ConfigErrors
-from fl_app.models import build_model
+from fl_app.learning.models import build_model
 from fl_app.privacy import (
     GRAD_SAMPLE_MODES,
     AccountantStateError,

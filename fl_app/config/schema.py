@@ -17,10 +17,10 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from attacks.registry import AttackKind, attack_names, get_attack
-from fl_app.data import DATASETS, PARTITIONINGS, DataConfig
+from fl_app.config.preset import KEY_PRESET, load_preset
 from fl_app.errors import ConfigError, ConfigErrors
-from fl_app.models import MODELS, check_model_fits
-from fl_app.preset import KEY_PRESET, load_preset
+from fl_app.learning.data import DATASETS, PARTITIONINGS, DataConfig
+from fl_app.learning.models import MODELS, check_model_fits
 from fl_app.privacy import DEFAULT_GRAD_SAMPLE_MODE, GRAD_SAMPLE_MODES, accountant_names
 from fl_app.privacy.randomness import NOISE_SOURCES, resolve_noise_source
 from strategies.registry import strategy_names
@@ -274,7 +274,7 @@ def _combination_errors(cfg: RunConfig) -> list[ConfigError]:
     except ConfigError as exc:
         errors.append(exc)
     if cfg.data_dir:
-        from fl_app.data import check_data_config
+        from fl_app.learning.data import check_data_config
 
         try:
             check_data_config(cfg.data)

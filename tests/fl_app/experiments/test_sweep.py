@@ -7,13 +7,11 @@ import json
 import numpy as np
 import pytest
 
-from fl_app import reports, sweep
-from fl_app.checkpoint import Checkpoint, save_checkpoint
 from fl_app.config import parse_run_config
 from fl_app.errors import ConfigError, ConfigErrors
-from fl_app.results import ROUND_COLUMNS, RunRecorder, resolve_run_dir
-from fl_app.simulate import simulate
-from fl_app.sweep import (
+from fl_app.experiments import reports, sweep
+from fl_app.experiments.simulate import simulate
+from fl_app.experiments.sweep import (
     SweepError,
     SweepProgress,
     cell_name,
@@ -24,6 +22,8 @@ from fl_app.sweep import (
     plan_cells,
     run_sweep,
 )
+from fl_app.runs.checkpoint import Checkpoint, save_checkpoint
+from fl_app.runs.recorder import ROUND_COLUMNS, RunRecorder, resolve_run_dir
 
 SMALL = {"num-server-rounds": 2, "fraction-fit": 1.0}
 GRID = {"num-attackers": [1, 3], "strategy": ["fedavg", "krum"]}

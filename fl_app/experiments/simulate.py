@@ -16,7 +16,7 @@ from flwr.simulation import run_simulation
 
 from fl_app.client_app import make_client_app
 from fl_app.config import parse_run_config
-from fl_app.results import resolve_run_dir
+from fl_app.runs.recorder import resolve_run_dir
 from fl_app.server_app import make_server_app
 
 DEFAULT_CLIENT_CPUS = 1  # two 1-thread clients in parallel beat one 2-thread client on 2 cores

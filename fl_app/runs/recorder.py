@@ -117,7 +117,7 @@ class RunRecorder:
         # Node id -> partition id, filled in by the sampler: rows name partitions, which
         # are the same in every run (simulated node ids are random).
         self.partition_of: Mapping[str, int] = {}
-        # Partition -> the DP accountant it reported last (see fl_app.checkpoint)
+        # Partition -> the DP accountant it reported last (see fl_app.runs.checkpoint)
         self.dp_accountants: dict[str, str] = {}
         self._fit: Any = None  # the last strategies.fedavg.FitRoundReport
         self._started = time.time()

@@ -9,7 +9,7 @@ from fl_app import keys
 from fl_app.client_app import HonestClient
 from fl_app.config import parse_run_config
 from fl_app.errors import ConfigErrors
-from fl_app.roles import is_byzantine, omniscient_hook, wrap_byzantine
+from fl_app.federation.roles import is_byzantine, omniscient_hook, wrap_byzantine
 from fl_app.server_app import federation_checks, initial_weights
 from strategies.updates import flatten
 

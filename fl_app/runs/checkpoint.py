@@ -15,7 +15,7 @@ a round sent are its only state). What a round *carries over* is only
   the latest per partition, and a resumed run sends it back.
 
 :func:`save_checkpoint` writes all of it to ``checkpoint.pt`` with
-:func:`fl_app.results.atomic_write_bytes` after every round (never half a file:
+:func:`fl_app.runs.recorder.atomic_write_bytes` after every round (never half a file:
 a run killed mid-write leaves the previous round's). The tensors are saved with
 ``torch.save`` and the rest as one JSON string, so :func:`load_checkpoint` can
 use ``torch.load(weights_only=True)`` and never unpickles code.
@@ -34,7 +34,7 @@ import torch
 
 from fl_app.config import PLACEMENT_KEYS, RunConfig
 from fl_app.errors import ConfigError, ConfigErrors, FLAppError
-from fl_app.results import atomic_write_bytes
+from fl_app.runs.recorder import atomic_write_bytes
 
 CHECKPOINT_FILE = "checkpoint.pt"
 CHECKPOINT_FORMAT = 1

@@ -14,7 +14,13 @@ import pytest
 import torch
 
 from fl_app import keys
-from fl_app.checkpoint import (
+from fl_app.client_app import HonestClient
+from fl_app.config import parse_run_config
+from fl_app.errors import ConfigErrors
+from fl_app.experiments.simulate import simulate
+from fl_app.federation.roles import build_run_model
+from fl_app.federation.sampling import PartitionSampler
+from fl_app.runs.checkpoint import (
     CHECKPOINT_FILE,
     Checkpoint,
     CheckpointError,
@@ -22,13 +28,7 @@ from fl_app.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from fl_app.client_app import HonestClient
-from fl_app.config import parse_run_config
-from fl_app.errors import ConfigErrors
-from fl_app.results import RunRecorder
-from fl_app.roles import build_run_model
-from fl_app.sampling import PartitionSampler
-from fl_app.simulate import simulate
+from fl_app.runs.recorder import RunRecorder
 from fl_app.task import get_weights
 from tests._processes import Processes, with_descendants
 
@@ -181,7 +181,7 @@ def test_a_run_killed_mid_way_resumes_to_the_uninterrupted_numbers(tmp_path):
     """SIGKILL the whole simulation (driver, Ray, workers) after round 2, then resume."""
     out = tmp_path / "runs"
     killed = {**RUN, "output-dir": str(out), "run-name": "killed"}
-    code = ("import sys, json; from fl_app.simulate import simulate; "
+    code = ("import sys, json; from fl_app.experiments.simulate import simulate; "
             f"simulate(json.loads(sys.argv[1]), num_supernodes={NODES})")
     processes = Processes(tmp_path, os.environ)
     run = processes.start("killed-run", [sys.executable, "-c", code, json.dumps(killed)])

@@ -6,7 +6,7 @@ import tomllib
 from fl_app.config import KEYS, RunConfig, parse_run_config
 from fl_app.errors import ConfigError, ConfigErrors
 
-PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
+PYPROJECT = Path(__file__).resolve().parents[3] / "pyproject.toml"
 
 
 def app_config() -> dict:

@@ -3,11 +3,11 @@ r"""Run a grid of simulations in this process: one result folder per cell, resum
 A sweep is a base configuration (a preset: a TOML file of run-config overrides,
 plus ``--set`` overrides) and one or more grids (``--grid KEY=V1,V2,...``); each
 cell of the grids' Cartesian products is one in-process run of
-:func:`fl_app.simulate.simulate`, written to ``<out>/<cell name>/``, a name made
+:func:`fl_app.experiments.simulate.simulate`, written to ``<out>/<cell name>/``, a name made
 from the cell's grid values in the order the grid gives them, e.g.
 ``num-attackers=3,strategy=krum``::
 
-    fl-sweep --preset fl_app/presets/seed-krum-ipm.toml --set data-dir=/data/cifar10-jpeg \
+    fl-sweep --preset fl_app/config/presets/seed-krum-ipm.toml --set data-dir=/data/cifar10-jpeg \
         --grid num-attackers=1,2,3 strategy=fedavg,krum --num-supernodes 100 \
         --out ~/fl-sweeps/seed
 
@@ -16,14 +16,14 @@ that need the federation's size) before anything runs, and all errors are
 reported together. Re-running the same command resumes: a cell whose
 ``summary.json`` says ``finished`` with the same configuration is skipped; a cell
 left by an interrupted run continues from its last checkpointed round
-(``resume = true``, :mod:`fl_app.checkpoint`), and one without a usable
+(``resume = true``, :mod:`fl_app.runs.checkpoint`), and one without a usable
 checkpoint is deleted and starts over cleanly. A cell
 that finished with a *different* configuration is never overwritten: the sweep
 stops before running anything and says so.
 
 A cell runs exactly what ``flwr run`` runs with the same run config (same
 ServerApp, ClientApp and seeds), so its numbers are the same. The reports
-(``sweep.csv`` and plots, :mod:`fl_app.reports`) are rewritten beside the cells
+(``sweep.csv`` and plots, :mod:`fl_app.experiments.reports`) are rewritten beside the cells
 after every cell; ``fl-sweep --report-only --out DIR`` regenerates them.
 """
 
@@ -43,11 +43,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from fl_app import reports
-from fl_app.checkpoint import CheckpointError, load_checkpoint, resume_errors
 from fl_app.config import KEYS, PLACEMENT_KEYS, RunConfig, parse_run_config
+from fl_app.config.preset import KEY_PRESET, load_preset, preset_names
 from fl_app.errors import ConfigError, ConfigErrors, FLAppError
-from fl_app.preset import KEY_PRESET, load_preset, preset_names
+from fl_app.experiments import reports
+from fl_app.runs.checkpoint import CheckpointError, load_checkpoint, resume_errors
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -104,7 +104,7 @@ class SweepResult:
         ran: Names of the cells run now.
         skipped: Names of the cells found finished with the same configuration.
         failed: Name -> error message of the cells that raised.
-        reports: The report files written (see :func:`fl_app.reports.write_reports`).
+        reports: The report files written (see :func:`fl_app.experiments.reports.write_reports`).
     """
 
     out: Path
@@ -295,7 +295,7 @@ def federation_errors(cfg: RunConfig, num_supernodes: int) -> list[ConfigError]:
     The node-count checks of :func:`fl_app.server_app.federation_checks` and the
     strategy's own round-size rule (Krum: ``n >= 2f + 3`` sampled clients).
     """
-    from fl_app.roles import sampled_per_round
+    from fl_app.federation.roles import sampled_per_round
     from fl_app.server_app import federation_checks
     from strategies.registry import make_strategy
 
@@ -562,8 +562,8 @@ def quiet_flower(quiet: bool = True) -> Iterator[None]:
 
 def simulate_runner(num_cpus_per_client: float | None = None, verbose: bool = False
                     ) -> CellRunner:
-    """The default :class:`CellRunner`: :func:`fl_app.simulate.simulate` in this process."""
-    from fl_app.simulate import DEFAULT_CLIENT_CPUS, simulate
+    """The default :class:`CellRunner`: :func:`~fl_app.experiments.simulate.simulate` here."""
+    from fl_app.experiments.simulate import DEFAULT_CLIENT_CPUS, simulate
 
     cpus = DEFAULT_CLIENT_CPUS if num_cpus_per_client is None else num_cpus_per_client
 
@@ -676,7 +676,8 @@ def run_sweep(out: str | Path, grid: Grid | Sequence[Grid] | None = None,
         num_supernodes: Simulated nodes per run.
         runner: Runs one cell (default :func:`simulate_runner`); tests pass a fake.
         progress: Where progress goes (default :func:`make_progress`).
-        num_cpus_per_client: Ray CPUs per client (default that of :mod:`fl_app.simulate`).
+        num_cpus_per_client: Ray CPUs per client (default: that of
+            :mod:`fl_app.experiments.simulate`).
         verbose: Keep Flower's INFO logs and Ray's verbose logging.
         dry_run: Validate and print the plan, run nothing.
 

@@ -1,14 +1,14 @@
 """Tables and plots from result folders: a sweep's ``sweep.csv`` and figures, and one run's.
 
 Everything here reads what runs wrote (``summary.json``, ``rounds.csv``,
-``clients.csv``, ``krum_scores.csv``; see :mod:`fl_app.results`), so reports can
+``clients.csv``, ``krum_scores.csv``; see :mod:`fl_app.runs.recorder`), so reports can
 be regenerated at any time (``fl-sweep --report-only --out DIR``) and notebooks
 plot with the same functions. Figures are ``matplotlib.figure.Figure`` objects on
 the Agg canvas (no GUI, no pyplot state); each plotting function returns its
 figure and, given ``path``, also writes it as a PNG.
 
 A sweep folder holds one folder per cell and ``sweep.json`` (written by
-:mod:`fl_app.sweep`: the cells' names and grid values, in order). A *cell* here
+:mod:`fl_app.experiments.sweep`: the cells' names and grid values, in order). A *cell* here
 is any sub-folder whose ``summary.json`` says ``finished``.
 
 Byzantine selection rate of a run: the mean, over the attacked rounds (from
@@ -35,7 +35,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from fl_app.config import KEYS, PLACEMENT_KEYS
-from fl_app.results import atomic_write_bytes
+from fl_app.runs.recorder import atomic_write_bytes
 
 MANIFEST = "sweep.json"
 SWEEP_CSV = "sweep.csv"
@@ -102,7 +102,7 @@ class CellResult:
         """The resolved run configuration (run-config keys).
 
         A key missing from an older run's summary (added to the app since) reads as
-        its default, as :func:`fl_app.sweep.config_differences` counts it.
+        its default, as :func:`fl_app.experiments.sweep.config_differences` counts it.
         """
         return {**{k: f.default for k, f in KEYS.items()}, **self.summary.get("config", {})}
 

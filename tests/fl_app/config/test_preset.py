@@ -7,12 +7,11 @@ from pathlib import Path
 import pytest
 import tomllib
 
-from fl_app import preset
-from fl_app.config import DEFAULTS, apply_preset, parse_run_config, with_overrides
+from fl_app.config import DEFAULTS, apply_preset, parse_run_config, preset, with_overrides
 from fl_app.errors import ConfigError, ConfigErrors
-from fl_app.simulate import simulate
+from fl_app.experiments.simulate import simulate
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
 FLOWER_DEFAULTS = PYPROJECT["tool"]["flwr"]["app"]["config"]
 SEED = preset.load_preset("seed-krum-ipm")
@@ -26,7 +25,7 @@ def merged(**user):
 def test_presets_load_by_path_or_shipped_name(tmp_path):
     small = preset.load_preset("seed-krum-ipm-small")
     assert small["dataset"] == "digits" and small["num-byzantine"] == -1
-    assert preset.load_preset(REPO / "fl_app/presets/seed-krum-ipm.toml") == SEED
+    assert preset.load_preset(REPO / "fl_app/config/presets/seed-krum-ipm.toml") == SEED
     assert {"seed-krum-ipm", "seed-krum-ipm-small"} <= set(preset.preset_names())
     with pytest.raises(ConfigError, match="seed-krum-ipm-small"):
         preset.load_preset(tmp_path / "missing.toml")

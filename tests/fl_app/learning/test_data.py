@@ -2,13 +2,13 @@ import numpy as np
 import pytest
 import torch
 
-from fl_app.data import DataConfig, load_partition, load_test_set, partition_indices
 from fl_app.errors import ConfigError, DataUnavailableError
+from fl_app.learning.data import DataConfig, load_partition, load_test_set, partition_indices
 
 
 def label_skew(cfg: DataConfig, num_partitions: int) -> float:
     """Mean over partitions of the share of the most common label."""
-    from fl_app.data import _catalogue
+    from fl_app.learning.data import _catalogue
 
     labels = _catalogue(cfg.dataset, cfg.data_dir, "train").labels
     shares = [np.bincount(labels[idx], minlength=10).max() / len(idx)

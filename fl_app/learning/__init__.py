@@ -1,0 +1,1 @@
+"""The learning task's data (flwr-datasets partitions) and models."""

@@ -1,0 +1,1 @@
+"""A run's result folder: the recorder that keeps it up to date, and the checkpoint."""
