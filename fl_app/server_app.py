@@ -23,25 +23,16 @@ from flwr.server import ServerAppComponents, ServerConfig
 from flwr.server.client_proxy import ClientProxy
 from flwr.serverapp import Grid, ServerApp
 
-from attacks.assignment import byzantine_partitions
 from fl_app import keys
 from fl_app.config import RunConfig, parse_run_config
-from fl_app.errors import ConfigError, ConfigErrors
-from fl_app.federation.roles import build_run_model, dp_settings, omniscient_hook, sampled_per_round
+from fl_app.federation.checks import start_checks
+from fl_app.federation.roles import build_run_model, omniscient_hook
 from fl_app.federation.sampling import PartitionSampler
 from fl_app.federation.server_loop import ResumableServer
-from fl_app.learning.data import load_test_set, partition_indices
-from fl_app.privacy import resolve_delta, resolve_noise_multiplier
-from fl_app.privacy.randomness import (
-    CSPRNG,
-    KEY_SECURE_MODE,
-    SecureModeUnavailableError,
-    resolve_noise_source,
-    secure_generator,
-)
+from fl_app.learning.data import load_test_set
 from fl_app.runs.checkpoint import Checkpoint, checkpoint_to_resume, save_checkpoint
 from fl_app.runs.recorder import RunRecorder, resolve_run_dir
-from fl_app.task import TrainSettings, evaluate, get_weights, set_weights
+from fl_app.task import evaluate, get_weights, set_weights
 from strategies.fedavg import UpdateSpaceFedAvg
 from strategies.registry import make_strategy
 
@@ -101,92 +92,6 @@ def build_strategy(cfg: RunConfig, recorder: RunRecorder) -> UpdateSpaceFedAvg:
     )
 
 
-def dp_errors_for_partitions(cfg: RunConfig, num_partitions: int) -> list[ConfigError]:
-    """DP settings that no client of this partitioning could use (delta, target epsilon)."""
-    dp = dp_settings(cfg)
-    settings = TrainSettings(cfg.local_epochs, cfg.batch_size, cfg.learning_rate, cfg.momentum)
-    errors: dict[str, ConfigError] = {}
-    for size in sorted({len(p) for p in partition_indices(cfg.data, num_partitions)}):
-        try:
-            resolve_delta(dp, size)
-            resolve_noise_multiplier(dp, size, settings, cfg.num_server_rounds)
-        except ConfigError as exc:
-            errors.setdefault(exc.key, exc)
-    return list(errors.values())
-
-
-def dp_noise_source_at_start(cfg: RunConfig, simulated: bool) -> str:
-    """The DP randomness source the run's honest clients will use, or a ConfigError.
-
-    ``dp-noise-source='seeded'`` outside a simulation is refused here, before any
-    round (the clients refuse it too). In a simulation the clients run on this
-    machine, so secure mode's torchcsprng is checked here as well.
-    """
-    source = resolve_noise_source(cfg.dp_noise_source, simulated, cfg.dp_secure_mode)
-    if source == CSPRNG and simulated:
-        try:
-            secure_generator()
-        except SecureModeUnavailableError as exc:
-            raise ConfigError(KEY_SECURE_MODE, True, "false on this machine", str(exc)) from None
-    return source
-
-
-def byzantine_nodes(cfg: RunConfig, num_nodes: int, simulated: bool) -> list[int] | str:
-    """The Byzantine partitions as far as the server knows them before the run."""
-    if cfg.attack == "none":
-        return []
-    if cfg.ipm_knowledge == "omniscient":
-        return f"{cfg.num_attackers} sampled clients per round, drawn anew each round"
-    if simulated:
-        return list(byzantine_partitions(cfg.seed, num_nodes, cfg.num_attackers))
-    return "set by each SuperNode's node config (see byzantine_partitions_seen)"
-
-
-def federation_checks(cfg: RunConfig, recorder: RunRecorder | None = None
-                      ) -> Callable[[int, bool], None]:
-    """Checks that need the federation's size and kind, run before the first round.
-
-    When they pass, the federation (and, in a simulation, which nodes the seeded draw
-    made Byzantine) goes into ``recorder``'s summary.json.
-    """
-
-    def check(num_nodes: int, simulated: bool) -> None:
-        errors = []
-        if cfg.num_attackers > num_nodes:
-            errors.append(ConfigError("num-attackers", cfg.num_attackers,
-                                      f"at most the number of nodes ({num_nodes})"))
-        if cfg.ipm_knowledge == "omniscient" and cfg.attack != "none":
-            if not simulated:
-                errors.append(ConfigError(
-                    "ipm-knowledge", "omniscient", "'own' or 'colluders' on real devices",
-                    "The omniscient adversary needs every honest update of the round, "
-                    "which only a simulation can know."))
-            elif cfg.num_attackers >= sampled_per_round(cfg, num_nodes):
-                errors.append(ConfigError(
-                    "num-attackers", cfg.num_attackers,
-                    f"fewer than the clients sampled per round "
-                    f"({sampled_per_round(cfg, num_nodes)})",
-                    "The omniscient adversary corrupts that many of each round's clients."))
-        noise_source = ""
-        if cfg.dp:
-            try:
-                noise_source = dp_noise_source_at_start(cfg, simulated)
-            except ConfigError as exc:
-                errors.append(exc)
-        if cfg.dp and simulated:  # partitions = nodes: check DP against every client's size
-            errors += dp_errors_for_partitions(cfg, num_nodes)
-        if errors:
-            raise ConfigErrors(errors)
-        if recorder is not None:
-            recorder.note_federation(num_nodes, simulated, byzantine_nodes(cfg, num_nodes,
-                                                                           simulated),
-                                     dp_noise_source=noise_source)
-        print(f"[fl_app] {num_nodes} {'simulated ' if simulated else ''}nodes, "
-              f"{sampled_per_round(cfg, num_nodes)} sampled per round", flush=True)
-
-    return check
-
-
 def server_fn(context: Context, overrides: Mapping[str, Scalar] | None = None,
               on_round: Callable[[dict[str, Any]], None] | None = None,
               user_overrides: Mapping[str, Scalar] | None = None) -> ServerAppComponents:
@@ -207,7 +112,7 @@ def server_fn(context: Context, overrides: Mapping[str, Scalar] | None = None,
     # The f Krum declares, resolved (num-byzantine = -1 means num-attackers)
     recorder = RunRecorder(cfg, run_dir, extra={"declared_byzantine": cfg.declared_byzantine},
                            on_round=on_round)
-    sampler = PartitionSampler(cfg.seed, federation_checks(cfg, recorder))
+    sampler = PartitionSampler(cfg.seed)
     recorder.partition_of = sampler.partition_of
     if checkpoint is not None:
         recorder.set_state(checkpoint.recorder_state)
@@ -220,7 +125,7 @@ def server_fn(context: Context, overrides: Mapping[str, Scalar] | None = None,
 
     server = ResumableServer(
         client_manager=sampler, strategy=build_strategy(cfg, recorder), on_round_end=save,
-        on_failure=recorder.fail,
+        before_first_round=start_checks(cfg, recorder), on_failure=recorder.fail,
         start_after=checkpoint.server_round if checkpoint else None,
         start_weights=checkpoint.weights if checkpoint else None)
     return ServerAppComponents(server=server,

@@ -86,6 +86,11 @@ class RunConfig:
         return DATASETS[self.dataset].default_model if self.model == "auto" else self.model
 
     @property
+    def omniscient(self) -> bool:
+        """True when the server-side omniscient adversary attacks (a simulation only)."""
+        return self.attack != "none" and self.ipm_knowledge == "omniscient"
+
+    @property
     def declared_byzantine(self) -> int:
         """The f the defence declares: ``num-byzantine``, or ``num-attackers`` when it is -1."""
         return self.num_attackers if self.num_byzantine == -1 else self.num_byzantine
@@ -285,7 +290,7 @@ def _combination_errors(cfg: RunConfig) -> list[ConfigError]:
     except ConfigError as exc:
         errors.append(exc)
     kind = get_attack(cfg.attack).kind
-    if cfg.ipm_knowledge == "omniscient" and kind not in (AttackKind.UPDATE, AttackKind.NONE):
+    if cfg.omniscient and kind != AttackKind.UPDATE:
         errors.append(ConfigError(
             "attack", cfg.attack, "an update-crafting attack with ipm-knowledge='omniscient'",
             "The omniscient hook rewrites updates on the server; data and fault attacks run "

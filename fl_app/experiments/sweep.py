@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import io
 import itertools
 import json
 import logging
@@ -43,10 +42,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from fl_app.config import KEYS, PLACEMENT_KEYS, RunConfig, parse_run_config
+from fl_app.config import KEYS, PLACEMENT_KEYS, parse_run_config
 from fl_app.config.preset import KEY_PRESET, load_preset, preset_names
 from fl_app.errors import ConfigError, ConfigErrors, FLAppError
 from fl_app.experiments import reports
+from fl_app.federation.checks import federation_errors
 from fl_app.runs.checkpoint import CheckpointError, load_checkpoint, resume_errors
 
 if sys.version_info >= (3, 11):
@@ -289,36 +289,6 @@ def plan_cells(out: Path, base: Mapping[str, Any], grids: Sequence[Grid]) -> lis
 # ---------------------------------------------------------------------------- validation
 
 
-def federation_errors(cfg: RunConfig, num_supernodes: int) -> list[ConfigError]:
-    """The checks the server makes once it knows the federation, made before any cell runs.
-
-    The node-count checks of :func:`fl_app.server_app.federation_checks` and the
-    strategy's own round-size rule (Krum: ``n >= 2f + 3`` sampled clients).
-    """
-    from fl_app.federation.roles import sampled_per_round
-    from fl_app.server_app import federation_checks
-    from strategies.registry import make_strategy
-
-    errors: list[ConfigError] = []
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):  # it prints the federation on success
-            federation_checks(cfg)(num_supernodes, True)
-    except ConfigErrors as exc:
-        errors += exc.errors
-    sampled = sampled_per_round(cfg, num_supernodes)
-    strategy = make_strategy(cfg.strategy, num_byzantine=cfg.declared_byzantine,
-                             num_selected=cfg.multikrum_m, fraction_fit=cfg.fraction_fit)
-    try:
-        strategy.check_num_clients(sampled)
-    except ValueError as exc:
-        errors.append(ConfigError(
-            "num-byzantine", cfg.num_byzantine,
-            f"a size {cfg.strategy} can aggregate with {sampled} clients sampled per round "
-            f"({num_supernodes} supernodes x fraction-fit {cfg.fraction_fit})",
-            f"{exc} (num-byzantine = -1 means f = num-attackers = {cfg.num_attackers}.)"))
-    return errors
-
-
 def _hint_of(error: ConfigError) -> str:
     """The hint part of a :class:`ConfigError`'s message (what follows 'expected ...')."""
     return str(error)[len(str(ConfigError(error.key, error.value, error.allowed))):].strip()
@@ -339,7 +309,7 @@ def validate_cells(cells: Sequence[Cell], num_supernodes: int) -> None:
         except ConfigErrors as exc:
             cell_errors = exc.errors
         else:
-            cell_errors = federation_errors(cfg, num_supernodes)
+            cell_errors = federation_errors(cfg, num_supernodes, simulated=True)
         for error in cell_errors:
             key = (error.key, repr(error.value), error.allowed, _hint_of(error))
             found.setdefault(key, (error, []))[1].append(cell.name)

@@ -56,7 +56,7 @@ def attack_params(cfg: RunConfig, num_clients: int | None = None) -> dict[str, A
 
 def attack_is_client_side(cfg: RunConfig) -> bool:
     """True when Byzantine *clients* carry the attack (not the omniscient server hook)."""
-    return cfg.attack != "none" and cfg.ipm_knowledge != "omniscient"
+    return cfg.attack != "none" and not cfg.omniscient
 
 
 def is_byzantine(cfg: RunConfig, node_config: dict[str, Scalar], partition_id: int,
@@ -99,7 +99,7 @@ def wrap_byzantine(honest: Any, cfg: RunConfig, partition_id: int,
 
 def omniscient_hook(cfg: RunConfig) -> OmniscientAdversary | None:
     """The server-side adversary when the run asks for it, else None."""
-    if cfg.attack == "none" or cfg.ipm_knowledge != "omniscient":
+    if not cfg.omniscient:
         return None
     return OmniscientAdversary(cfg.attack, cfg.num_attackers, cfg.attack_start_round,
                                cfg.seed, attack_params(cfg))

@@ -11,7 +11,6 @@ the same config and seed then sample the same partitions in every round.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -35,13 +34,10 @@ def is_simulated(proxy: ClientProxy) -> bool:
 class PartitionSampler(SimpleClientManager):
     """A client manager that samples partitions with a seeded generator."""
 
-    def __init__(self, seed: int,
-                 on_first_sample: Callable[[int, bool], None] | None = None) -> None:
+    def __init__(self, seed: int) -> None:
         super().__init__()
         self._rng = np.random.default_rng(seed)
         self.partition_of: dict[str, int] = {}
-        # Checks that need the federation: (number of nodes, is it a simulation?)
-        self._on_first_sample = on_first_sample
 
     def get_state(self) -> dict:
         """The generator's state (JSON-serialisable), for a checkpoint."""
@@ -71,9 +67,6 @@ class PartitionSampler(SimpleClientManager):
         self.wait_for(min_num_clients if min_num_clients is not None else num_clients)
         proxies = [p for p in self.clients.values()
                    if criterion is None or criterion.select(p)]
-        if self._on_first_sample is not None:
-            check, self._on_first_sample = self._on_first_sample, None
-            check(len(proxies), all(is_simulated(p) for p in proxies))
         self._learn_partitions(proxies)
         # Partition id first; the node id breaks ties (e.g. real devices without one).
         proxies.sort(key=lambda p: (self.partition_of[p.cid], p.cid))

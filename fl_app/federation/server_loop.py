@@ -31,6 +31,8 @@ class ResumableServer(Server):
             initial parameters are evaluated as round 0).
         start_weights: The global model after ``start_after`` (required with it).
         on_round_end: Called with ``(round, parameters)`` once a round is complete.
+        before_first_round: Called with the client manager once, before the first round
+            to run (the federation checks: a run that cannot go on stops here).
         on_failure: Called with the exception that ends the loop, before it propagates
             (Flower's ``flwr run --stream`` exits 0 even then: the app says it itself).
     """
@@ -38,6 +40,7 @@ class ResumableServer(Server):
     def __init__(self, *, client_manager: ClientManager, strategy: Strategy,
                  start_after: int | None = None, start_weights: NDArrays | None = None,
                  on_round_end: Callable[[int, Parameters], None] | None = None,
+                 before_first_round: Callable[[ClientManager], None] | None = None,
                  on_failure: Callable[[BaseException], None] | None = None) -> None:
         super().__init__(client_manager=client_manager, strategy=strategy)
         if (start_after is None) != (start_weights is None):
@@ -45,6 +48,7 @@ class ResumableServer(Server):
         self.start_after = start_after
         self.start_weights = start_weights
         self.on_round_end = on_round_end or (lambda server_round, parameters: None)
+        self.before_first_round = before_first_round or (lambda client_manager: None)
         self.on_failure = on_failure or (lambda error: None)
 
     def fit(self, num_rounds: int, timeout: float | None) -> tuple[History, float]:
@@ -66,6 +70,7 @@ class ResumableServer(Server):
             self.parameters = ndarrays_to_parameters(self.start_weights)
             first = self.start_after + 1
             log.info("resuming after round %d of %d", self.start_after, num_rounds)
+        self.before_first_round(self.client_manager())
         start_time = timeit.default_timer()
         for server_round in range(first, num_rounds + 1):
             res_fit = self.fit_round(server_round=server_round, timeout=timeout)

@@ -11,9 +11,10 @@ from fl_app.client_app import HonestClient
 from fl_app.config import parse_run_config
 from fl_app.errors import ConfigErrors
 from fl_app.experiments.simulate import simulate
+from fl_app.federation.checks import check_federation
 from fl_app.federation.roles import wrap_byzantine
 from fl_app.privacy import default_delta, sample_rate, steps_per_epoch
-from fl_app.server_app import federation_checks, initial_weights
+from fl_app.server_app import initial_weights
 
 N = 10
 
@@ -74,7 +75,7 @@ def test_byzantine_clients_never_run_dp():
 ])
 def test_dp_parameters_no_client_can_use_are_refused_at_start(overrides, key):
     with pytest.raises(ConfigErrors) as info:
-        federation_checks(dp_cfg(**overrides))(N, True)
+        check_federation(dp_cfg(**overrides), N, True)
     assert key in str(info.value)
 
 

@@ -8,9 +8,8 @@ from attacks.errors import InjectedFault
 from fl_app import keys
 from fl_app.client_app import HonestClient
 from fl_app.config import parse_run_config
-from fl_app.errors import ConfigErrors
 from fl_app.federation.roles import is_byzantine, omniscient_hook, wrap_byzantine
-from fl_app.server_app import federation_checks, initial_weights
+from fl_app.server_app import initial_weights
 from strategies.updates import flatten
 
 N = 10
@@ -110,20 +109,6 @@ def test_omniscient_hook_corrupts_exactly_q_from_the_start_round():
         np.testing.assert_array_equal(out[honest], updates[honest])
         np.testing.assert_allclose(out[corrupted], np.tile(-0.5 * updates[honest].mean(0), (3, 1)))
     assert omniscient_hook(parse_run_config({})) is None
-
-
-def test_federation_checks_refuse_at_start():
-    check = federation_checks(attack_cfg(**{"num-attackers": 12}))
-    with pytest.raises(ConfigErrors, match="num-attackers"):
-        check(10, True)
-    omni = federation_checks(attack_cfg(**{"ipm-knowledge": "omniscient"}))
-    with pytest.raises(ConfigErrors, match="only a simulation"):
-        omni(10, False)
-    omni(10, True)  # fine in a simulation
-    too_many = federation_checks(attack_cfg(**{"ipm-knowledge": "omniscient",
-                                               "num-attackers": 5}))
-    with pytest.raises(ConfigErrors, match="fewer than the clients sampled"):
-        too_many(10, True)  # 5 sampled per round, 5 corrupted: no honest mean
 
 
 def test_a_device_without_its_partition_in_the_node_config_gets_a_clear_error():

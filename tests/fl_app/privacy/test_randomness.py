@@ -17,6 +17,7 @@ from fl_app.client_app import HonestClient
 from fl_app.config import parse_run_config
 from fl_app.errors import ConfigError, ConfigErrors
 from fl_app.experiments.simulate import simulate
+from fl_app.federation.checks import check_federation
 from fl_app.privacy import DPSettings, new_accountant, train_private
 from fl_app.privacy import randomness as dp_randomness
 from fl_app.privacy.randomness import (
@@ -25,7 +26,7 @@ from fl_app.privacy.randomness import (
     os_generator,
     resolve_noise_source,
 )
-from fl_app.server_app import federation_checks, initial_weights
+from fl_app.server_app import initial_weights
 from fl_app.task import TrainSettings
 
 N = 10
@@ -151,10 +152,10 @@ def test_device_client_refuses_seeded_noise_whatever_the_server_checked():
 def test_seeded_noise_is_refused_at_start_on_devices():
     cfg = dp_cfg(**{"dp-noise-source": "seeded"})
     with pytest.raises(ConfigErrors) as info:
-        federation_checks(cfg)(N, False)
+        check_federation(cfg, N, False)
     assert "'dp-noise-source' = 'seeded' is not allowed" in str(info.value)
-    federation_checks(cfg)(N, True)  # a simulation may
-    federation_checks(dp_cfg(**{"dp-noise-source": "os"}))(N, False)
+    check_federation(cfg, N, True)  # a simulation may
+    check_federation(dp_cfg(**{"dp-noise-source": "os"}), N, False)
 
 
 # ---------------------------------------------------------------------- secure mode
@@ -164,7 +165,7 @@ def test_secure_mode_without_torchcsprng_is_refused_precisely():
     assert "torchcsprng" not in sys.modules
     cfg = dp_cfg(**{"dp-secure-mode": True})
     with pytest.raises(ConfigErrors) as info:
-        federation_checks(cfg)(N, True)
+        check_federation(cfg, N, True)
     message = str(info.value)
     assert "'dp-secure-mode' = True" in message and "torchcsprng" in message
     assert f"Python {sys.version_info.major}.{sys.version_info.minor}" in message

@@ -1,0 +1,150 @@
+"""Every check that needs the federation, run as one step before round 1.
+
+:func:`federation_errors` lists what is wrong with a run config for a federation of
+``num_nodes`` nodes (simulated or real devices), printing nothing: the ServerApp
+runs it once its nodes are known (:func:`start_checks`, called by the round loop
+before the first round), and ``fl-sweep`` runs it for every cell before any runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from flwr.server.client_manager import ClientManager
+
+from attacks.assignment import byzantine_partitions
+from fl_app.config import RunConfig
+from fl_app.errors import ConfigError, ConfigErrors
+from fl_app.federation.roles import dp_settings, sampled_per_round
+from fl_app.federation.sampling import is_simulated
+from fl_app.learning.data import partition_indices
+from fl_app.privacy import resolve_delta, resolve_noise_multiplier
+from fl_app.privacy.randomness import (
+    CSPRNG,
+    KEY_SECURE_MODE,
+    SecureModeUnavailableError,
+    resolve_noise_source,
+    secure_generator,
+)
+from fl_app.runs.recorder import RunRecorder
+from fl_app.task import TrainSettings
+from strategies.registry import make_strategy
+
+
+def dp_errors_for_partitions(cfg: RunConfig, num_partitions: int) -> list[ConfigError]:
+    """DP settings that no client of this partitioning could use (delta, target epsilon)."""
+    dp = dp_settings(cfg)
+    settings = TrainSettings(cfg.local_epochs, cfg.batch_size, cfg.learning_rate, cfg.momentum)
+    errors: dict[str, ConfigError] = {}
+    for size in sorted({len(p) for p in partition_indices(cfg.data, num_partitions)}):
+        try:
+            resolve_delta(dp, size)
+            resolve_noise_multiplier(dp, size, settings, cfg.num_server_rounds)
+        except ConfigError as exc:
+            errors.setdefault(exc.key, exc)
+    return list(errors.values())
+
+
+def dp_noise_source_at_start(cfg: RunConfig, simulated: bool) -> str:
+    """The DP randomness source the run's honest clients will use, or a ConfigError.
+
+    ``dp-noise-source='seeded'`` outside a simulation is refused here, before any
+    round (the clients refuse it too). In a simulation the clients run on this
+    machine, so secure mode's torchcsprng is checked here as well.
+    """
+    source = resolve_noise_source(cfg.dp_noise_source, simulated, cfg.dp_secure_mode)
+    if source == CSPRNG and simulated:
+        try:
+            secure_generator()
+        except SecureModeUnavailableError as exc:
+            raise ConfigError(KEY_SECURE_MODE, True, "false on this machine", str(exc)) from None
+    return source
+
+
+def byzantine_nodes(cfg: RunConfig, num_nodes: int, simulated: bool) -> list[int] | str:
+    """The Byzantine partitions as far as the server knows them before the run."""
+    if cfg.attack == "none":
+        return []
+    if cfg.omniscient:
+        return f"{cfg.num_attackers} sampled clients per round, drawn anew each round"
+    if simulated:
+        return list(byzantine_partitions(cfg.seed, num_nodes, cfg.num_attackers))
+    return "set by each SuperNode's node config (see byzantine_partitions_seen)"
+
+
+def _attacker_errors(cfg: RunConfig, num_nodes: int, simulated: bool) -> list[ConfigError]:
+    errors = []
+    if cfg.num_attackers > num_nodes:
+        errors.append(ConfigError("num-attackers", cfg.num_attackers,
+                                  f"at most the number of nodes ({num_nodes})"))
+    if cfg.omniscient and not simulated:
+        errors.append(ConfigError(
+            "ipm-knowledge", "omniscient", "'own' or 'colluders' on real devices",
+            "The omniscient adversary needs every honest update of the round, "
+            "which only a simulation can know."))
+    elif cfg.omniscient and cfg.num_attackers >= sampled_per_round(cfg, num_nodes):
+        errors.append(ConfigError(
+            "num-attackers", cfg.num_attackers,
+            f"fewer than the clients sampled per round ({sampled_per_round(cfg, num_nodes)})",
+            "The omniscient adversary corrupts that many of each round's clients."))
+    return errors
+
+
+def _round_size_errors(cfg: RunConfig, num_nodes: int) -> list[ConfigError]:
+    """The strategy's own rule for the clients sampled per round (Krum: ``n >= 2f + 3``)."""
+    sampled = sampled_per_round(cfg, num_nodes)
+    strategy = make_strategy(cfg.strategy, num_byzantine=cfg.declared_byzantine,
+                             num_selected=cfg.multikrum_m, fraction_fit=cfg.fraction_fit)
+    try:
+        strategy.check_num_clients(sampled)
+    except ValueError as exc:
+        return [ConfigError(
+            "num-byzantine", cfg.num_byzantine,
+            f"a size {cfg.strategy} can aggregate with {sampled} clients sampled per round "
+            f"({num_nodes} nodes x fraction-fit {cfg.fraction_fit})",
+            f"{exc} (num-byzantine = -1 means f = num-attackers = {cfg.num_attackers}.)")]
+    return []
+
+
+def federation_errors(cfg: RunConfig, num_nodes: int, simulated: bool) -> list[ConfigError]:
+    """Everything wrong with ``cfg`` for this federation: attackers, DP, the round size."""
+    errors = _attacker_errors(cfg, num_nodes, simulated)
+    if cfg.dp:
+        try:
+            dp_noise_source_at_start(cfg, simulated)
+        except ConfigError as exc:
+            errors.append(exc)
+        if simulated:  # partitions = nodes: check DP against every client's size
+            errors += dp_errors_for_partitions(cfg, num_nodes)
+    return errors + _round_size_errors(cfg, num_nodes)
+
+
+def check_federation(cfg: RunConfig, num_nodes: int, simulated: bool,
+                     recorder: RunRecorder | None = None) -> None:
+    """Raise :class:`ConfigErrors` if the run cannot go on with this federation; else record it.
+
+    The federation (and, in a simulation, which nodes the seeded draw made
+    Byzantine, and where DP randomness comes from) goes into ``recorder``'s
+    summary.json, and one line into the log.
+    """
+    errors = federation_errors(cfg, num_nodes, simulated)
+    if errors:
+        raise ConfigErrors(errors)
+    if recorder is not None:
+        recorder.note_federation(
+            num_nodes, simulated, byzantine_nodes(cfg, num_nodes, simulated),
+            dp_noise_source=dp_noise_source_at_start(cfg, simulated) if cfg.dp else "")
+    print(f"[fl_app] {num_nodes} {'simulated ' if simulated else ''}nodes, "
+          f"{sampled_per_round(cfg, num_nodes)} sampled per round", flush=True)
+
+
+def start_checks(cfg: RunConfig, recorder: RunRecorder | None = None
+                 ) -> Callable[[ClientManager], None]:
+    """The step the round loop runs before round 1: wait for a node, check the federation."""
+
+    def check(client_manager: ClientManager) -> None:
+        client_manager.wait_for(1)
+        proxies = list(client_manager.all().values())
+        check_federation(cfg, len(proxies), all(is_simulated(p) for p in proxies), recorder)
+
+    return check

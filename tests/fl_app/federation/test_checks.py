@@ -1,0 +1,53 @@
+"""The federation checks: one step before round 1, the same for the server and fl-sweep."""
+
+import pytest
+from flwr.server.client_manager import SimpleClientManager
+
+from fl_app.config import parse_run_config
+from fl_app.errors import ConfigErrors
+from fl_app.federation.checks import check_federation, federation_errors, start_checks
+
+
+def attack_cfg(**kw):
+    return parse_run_config({"attack": "ipm", "num-attackers": 3, "ipm-epsilon": 0.5, **kw})
+
+
+def test_attackers_and_the_omniscient_adversary_are_checked_against_the_federation():
+    with pytest.raises(ConfigErrors, match="num-attackers"):
+        check_federation(attack_cfg(**{"num-attackers": 12}), 10, True)
+    omni = attack_cfg(**{"ipm-knowledge": "omniscient"})
+    with pytest.raises(ConfigErrors, match="only a simulation"):
+        check_federation(omni, 10, False)
+    check_federation(omni, 10, True)  # fine in a simulation
+    too_many = attack_cfg(**{"ipm-knowledge": "omniscient", "num-attackers": 5})
+    with pytest.raises(ConfigErrors, match="fewer than the clients sampled"):
+        check_federation(too_many, 10, True)  # 5 sampled per round, 5 corrupted
+
+
+def test_the_strategys_round_size_is_checked_at_start():
+    """Krum with f = 2 and 5 of 10 nodes sampled: n >= 2f + 3 = 7 fails before round 1."""
+    krum = parse_run_config({"strategy": "krum", "num-byzantine": 2})
+    (error,) = federation_errors(krum, 10, simulated=True)
+    assert error.key == "num-byzantine" and "n >= 2f + 3" in str(error)
+    assert federation_errors(krum, 14, simulated=True) == []  # 7 sampled
+
+
+def test_federation_errors_print_nothing(capsys):
+    assert federation_errors(parse_run_config({}), 10, simulated=True) == []
+    assert capsys.readouterr().out == ""
+    check_federation(parse_run_config({}), 10, True)
+    assert capsys.readouterr().out == "[fl_app] 10 simulated nodes, 5 sampled per round\n"
+
+
+class FakeProxy:
+    def __init__(self, cid):
+        self.cid = cid
+
+
+def test_the_start_step_checks_the_nodes_the_client_manager_has():
+    manager = SimpleClientManager()
+    for cid in "abc":
+        manager.register(FakeProxy(cid))
+    start_checks(parse_run_config({}))(manager)  # 3 real devices, FedAvg: fine
+    with pytest.raises(ConfigErrors, match=r"at most the number of nodes \(3\)"):
+        start_checks(attack_cfg(**{"num-attackers": 4}))(manager)
