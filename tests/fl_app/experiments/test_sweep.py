@@ -40,7 +40,7 @@ class Recorder(RunRecorder):
 @pytest.fixture
 def no_png(monkeypatch):
     """Reports build their figures but skip rendering PNGs (tests of the sweep's mechanics)."""
-    monkeypatch.setattr(reports, "save", lambda fig, path: fig)
+    monkeypatch.setattr(reports.figures, "save", lambda fig, path: fig)
 
 
 class FakeRunner:
@@ -314,7 +314,7 @@ def test_the_live_display_runs_on_a_terminal(tmp_path, no_png):
 
 def test_the_command_line(tmp_path, no_png, monkeypatch, capsys):
     runner = FakeRunner()
-    monkeypatch.setattr(sweep, "simulate_runner", lambda *a, **k: runner)
+    monkeypatch.setattr("fl_app.experiments.sweep.runner.simulate_runner", lambda *a, **k: runner)
     out = tmp_path / "small"
     argv = ["--preset", "seed-krum-ipm-small", "--set", "num-server-rounds=2",
             "attack-start-round=2", "--grid", "num-attackers=1,3", "strategy=fedavg,krum",
