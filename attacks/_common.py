@@ -67,7 +67,7 @@ def check_count(name: str, value: int, minimum: int) -> int:
 
 def check_byzantine_count(
     num_clients: int,
-    num_byzantine: int,
+    num_attackers: int,
     names: tuple[str, str] = ("n", "q"),
     hint: str = "",
 ) -> tuple[int, int]:
@@ -76,7 +76,7 @@ def check_byzantine_count(
     ``names`` are how the message calls ``n`` and ``q``; ``hint`` says how to fix.
     """
     n = check_count(names[0], num_clients, 1)
-    q = check_count(names[1], num_byzantine, 0)
+    q = check_count(names[1], num_attackers, 0)
     if q > n:
         raise AttackParameterError(
             f"the Byzantine count must satisfy {names[1]} <= {names[0]}; got "
@@ -85,7 +85,7 @@ def check_byzantine_count(
     return n, q
 
 
-def repeat_rows(update: np.ndarray, num_byzantine: int) -> np.ndarray:
-    """Stack ``num_byzantine`` copies of the vector ``update`` into a ``(q, d)`` matrix."""
-    q = check_count("num_byzantine", num_byzantine, 0)
+def repeat_rows(update: np.ndarray, num_attackers: int) -> np.ndarray:
+    """Stack ``num_attackers`` copies of the vector ``update`` into a ``(q, d)`` matrix."""
+    q = check_count("num_attackers", num_attackers, 0)
     return np.tile(update, (q, 1))

@@ -48,12 +48,12 @@ from attacks._common import (
 from attacks.errors import AttackParameterError
 
 
-def alie_z_max(num_clients: int, num_byzantine: int) -> float:
+def alie_z_max(num_clients: int, num_attackers: int) -> float:
     """Return ``z_max = Phi^{-1}((n - s) / n)`` with ``s = floor(n / 2 + 1) - q``.
 
     Args:
         num_clients: ``n``, the clients taking part in the round (Byzantine included).
-        num_byzantine: ``q``, the Byzantine clients among them.
+        num_attackers: ``q``, the Byzantine clients among them.
 
     Raises:
         AttackParameterError: ``n < 1``, ``q`` outside ``[0, n]``, or ``(n - s) / n``
@@ -63,7 +63,7 @@ def alie_z_max(num_clients: int, num_byzantine: int) -> float:
     0.5828
 
     """
-    n, q = check_byzantine_count(num_clients, num_byzantine)
+    n, q = check_byzantine_count(num_clients, num_attackers)
     s = n // 2 + 1 - q
     quantile = (n - s) / n
     if not 0.0 < quantile < 1.0:
@@ -83,7 +83,7 @@ def alie_z_max(num_clients: int, num_byzantine: int) -> float:
 def alie_update(
     honest_updates: np.ndarray,
     num_clients: int,
-    num_byzantine: int,
+    num_attackers: int,
     z_max: float | None = None,
 ) -> np.ndarray:
     """Return the ALIE update ``v = mu + z_max * sigma`` (coordinate-wise).
@@ -91,7 +91,7 @@ def alie_update(
     Args:
         honest_updates: ``(k, d)`` matrix of the honest updates the adversary knows.
         num_clients: ``n``, the clients of the round.
-        num_byzantine: ``q``, the Byzantine clients among them.
+        num_attackers: ``q``, the Byzantine clients among them.
         z_max: overrides :func:`alie_z_max` (any finite real; negative flips the sign).
 
     Returns:
@@ -105,9 +105,9 @@ def alie_update(
     """
     updates = as_update_matrix(honest_updates)
     if z_max is None:
-        z = alie_z_max(num_clients, num_byzantine)
+        z = alie_z_max(num_clients, num_attackers)
     else:
-        check_byzantine_count(num_clients, num_byzantine)
+        check_byzantine_count(num_clients, num_attackers)
         if isinstance(z_max, bool) or not isinstance(z_max, Real) or not math.isfinite(z_max):
             raise AttackParameterError(f"ALIE needs a finite real z_max; got z_max={z_max!r}.")
         z = float(z_max)
@@ -117,19 +117,19 @@ def alie_update(
 
 def craft_alie(
     honest_updates: np.ndarray,
-    num_byzantine: int,
+    num_attackers: int,
     rng: np.random.Generator,
     *,
     num_clients: int | None = None,
     z_max: float | None = None,
 ) -> np.ndarray:
-    """Uniform crafting entry: ``num_byzantine`` identical rows of :func:`alie_update`.
+    """Uniform crafting entry: ``num_attackers`` identical rows of :func:`alie_update`.
 
-    ``num_clients`` defaults to ``k + num_byzantine`` (the honest rows known plus the
+    ``num_clients`` defaults to ``k + num_attackers`` (the honest rows known plus the
     attackers), which is exact when the adversary knows every honest update (the
     omniscient hook). A client that knows fewer passes the round's ``n``. ``rng`` is
     unused (ALIE is deterministic).
     """
     updates = as_update_matrix(honest_updates)
-    n = updates.shape[0] + num_byzantine if num_clients is None else num_clients
-    return repeat_rows(alie_update(updates, n, num_byzantine, z_max), num_byzantine)
+    n = updates.shape[0] + num_attackers if num_clients is None else num_clients
+    return repeat_rows(alie_update(updates, n, num_attackers, z_max), num_attackers)

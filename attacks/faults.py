@@ -24,15 +24,15 @@ from attacks.errors import InjectedFault
 
 
 def craft_nan(
-    honest_updates: np.ndarray, num_byzantine: int, rng: np.random.Generator
+    honest_updates: np.ndarray, num_attackers: int, rng: np.random.Generator
 ) -> np.ndarray:
-    """Return ``num_byzantine`` rows of NaN, each of length ``d``, in the input's float dtype."""
+    """Return ``num_attackers`` rows of NaN, each of length ``d``, in the input's float dtype."""
     updates = as_update_matrix(honest_updates)
-    return repeat_rows(np.full(updates.shape[1], np.nan, float_dtype(updates)), num_byzantine)
+    return repeat_rows(np.full(updates.shape[1], np.nan, float_dtype(updates)), num_attackers)
 
 
 def craft_crash(
-    honest_updates: np.ndarray, num_byzantine: int, rng: np.random.Generator
+    honest_updates: np.ndarray, num_attackers: int, rng: np.random.Generator
 ) -> np.ndarray:
     """Raise :class:`~attacks.errors.InjectedFault`: the client fails instead of answering."""
     raise InjectedFault(
@@ -42,8 +42,8 @@ def craft_crash(
 
 
 def craft_wrong_shape(
-    honest_updates: np.ndarray, num_byzantine: int, rng: np.random.Generator
+    honest_updates: np.ndarray, num_attackers: int, rng: np.random.Generator
 ) -> np.ndarray:
-    """Return ``num_byzantine`` zero rows of length ``d + 1`` (one coordinate too many)."""
+    """Return ``num_attackers`` zero rows of length ``d + 1`` (one coordinate too many)."""
     updates = as_update_matrix(honest_updates)
-    return repeat_rows(np.zeros(updates.shape[1] + 1, float_dtype(updates)), num_byzantine)
+    return repeat_rows(np.zeros(updates.shape[1] + 1, float_dtype(updates)), num_attackers)

@@ -26,13 +26,13 @@ DEFAULT_SIGMA = 200.0
 
 
 def gaussian_updates(
-    num_byzantine: int,
+    num_attackers: int,
     dim: int,
     sigma: float,
     rng: np.random.Generator,
     dtype: np.dtype | type = np.float64,
 ) -> np.ndarray:
-    """Return a ``(num_byzantine, dim)`` matrix of i.i.d. ``N(0, sigma^2)`` entries.
+    """Return a ``(num_attackers, dim)`` matrix of i.i.d. ``N(0, sigma^2)`` entries.
 
     Drawn in float64 from ``rng`` and cast to ``dtype``.
 
@@ -42,17 +42,17 @@ def gaussian_updates(
     ((2, 1000), dtype('float32'), True)
     """
     std = check_nonnegative("sigma", sigma, "the Gaussian attack")
-    shape = (check_count("num_byzantine", num_byzantine, 0), check_count("dim", dim, 1))
+    shape = (check_count("num_attackers", num_attackers, 0), check_count("dim", dim, 1))
     return (std * rng.standard_normal(shape)).astype(dtype, copy=False)
 
 
 def craft_gaussian(
     honest_updates: np.ndarray,
-    num_byzantine: int,
+    num_attackers: int,
     rng: np.random.Generator,
     *,
     sigma: float = DEFAULT_SIGMA,
 ) -> np.ndarray:
     """Uniform crafting entry: one independent ``N(0, sigma^2 I)`` row per attacker."""
     updates = as_update_matrix(honest_updates)
-    return gaussian_updates(num_byzantine, updates.shape[1], sigma, rng, float_dtype(updates))
+    return gaussian_updates(num_attackers, updates.shape[1], sigma, rng, float_dtype(updates))

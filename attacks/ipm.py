@@ -64,13 +64,13 @@ def ipm_update(honest_updates: np.ndarray, epsilon: float) -> np.ndarray:
 
 def craft_ipm(
     honest_updates: np.ndarray,
-    num_byzantine: int,
+    num_attackers: int,
     rng: np.random.Generator,
     *,
     epsilon: float = DEFAULT_EPSILON,
 ) -> np.ndarray:
-    """Uniform crafting entry: ``num_byzantine`` identical rows of :func:`ipm_update`.
+    """Uniform crafting entry: ``num_attackers`` identical rows of :func:`ipm_update`.
 
     ``rng`` is unused (IPM is deterministic); it is accepted for the uniform signature.
     """
-    return repeat_rows(ipm_update(honest_updates, epsilon), num_byzantine)
+    return repeat_rows(ipm_update(honest_updates, epsilon), num_attackers)

@@ -9,11 +9,11 @@ Kinds (``AttackSpec.kind``) tell a client how to apply an attack:
 
 Uniform crafting signature (kinds ``"update"`` and ``"fault"``)::
 
-    fn(honest_updates, num_byzantine, rng, **params) -> ndarray of shape (q, d)
+    fn(honest_updates, num_attackers, rng, **params) -> ndarray of shape (q, d)
 
 ``honest_updates`` is the ``(k, d)`` matrix of honest updates ``d_i = w_i - w`` the
 adversary knows (``k = 1``, as one row, when a client knows only its own update);
-``num_byzantine`` is ``q``, the number of attackers crafted for; ``rng`` a
+``num_attackers`` is ``q``, the number of attackers crafted for; ``rng`` a
 ``numpy.random.Generator`` (used by randomized attacks only); ``params`` the attack's
 keyword-only parameters, each with a documented default. Row ``j`` is what attacker ``j``
 sends; for attacks with ``per_attacker=False`` all rows are identical. Rows keep the
@@ -159,21 +159,21 @@ def get_attack(name: str) -> AttackSpec:
 def craft_byzantine_updates(
     name: str,
     honest_updates: np.ndarray,
-    num_byzantine: int,
+    num_attackers: int,
     rng: np.random.Generator,
     **params: Any,
 ) -> np.ndarray:
-    """Craft the ``(num_byzantine, d)`` updates of attack ``name`` (the one entry point).
+    """Craft the ``(num_attackers, d)`` updates of attack ``name`` (the one entry point).
 
     Used alike by a Byzantine client (its own update, or its colluders') and by the
     server-side omniscient hook (the round's honest updates); see the module docstring
-    for the arguments. With ``num_byzantine = 0`` the attack is not called and an empty
+    for the arguments. With ``num_attackers = 0`` the attack is not called and an empty
     ``(0, d)`` matrix is returned.
 
     Raises:
         UnknownAttackError: ``name`` is not registered.
         AttackKindError: the attack is not of a crafting kind (``none`` or ``data``).
-        AttackParameterError: bad ``honest_updates``, ``num_byzantine``, ``rng`` or a
+        AttackParameterError: bad ``honest_updates``, ``num_attackers``, ``rng`` or a
             parameter the attack does not take (the message lists those it takes).
         InjectedFault: on purpose, for the ``"crash"`` fault.
 
@@ -196,14 +196,14 @@ def craft_byzantine_updates(
             f"rng must be a numpy.random.Generator (np.random.default_rng(seed)); got {rng!r}."
         )
     updates = as_update_matrix(honest_updates)
-    q = check_count("num_byzantine", num_byzantine, 0)
+    q = check_count("num_attackers", num_attackers, 0)
     if q == 0:  # no attacker: nothing to craft, and a "crash" has no one to crash
         return np.empty((0, updates.shape[1]), float_dtype(updates))
     crafted = spec.fn(updates, q, rng, **params)
     if spec.kind is AttackKind.UPDATE and crafted.shape != (q, updates.shape[1]):
         raise AttackKindError(
             f"attack {name!r} broke the crafting contract: returned shape {crafted.shape}, "
-            f"expected (num_byzantine, d) = {(q, updates.shape[1])}."
+            f"expected (num_attackers, d) = {(q, updates.shape[1])}."
         )
     return crafted
 

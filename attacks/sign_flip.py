@@ -50,7 +50,7 @@ def sign_flip_update(own_updates: np.ndarray, scale: float = 1.0) -> np.ndarray:
 
 def craft_sign_flip(
     honest_updates: np.ndarray,
-    num_byzantine: int,
+    num_attackers: int,
     rng: np.random.Generator,
     *,
     scale: float = 1.0,
@@ -60,5 +60,5 @@ def craft_sign_flip(
     ``rng`` is unused (deterministic given the rows).
     """
     updates = as_update_matrix(honest_updates)
-    q = check_count("num_byzantine", num_byzantine, 0)
+    q = check_count("num_attackers", num_attackers, 0)
     return sign_flip_update(updates[np.arange(q) % updates.shape[0]], scale)

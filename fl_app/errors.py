@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from attacks.errors import AttackError
+from strategies.errors import StrategyError
+
 
 class FLAppError(Exception):
     """Base class of every error this app raises on purpose."""
@@ -35,3 +38,9 @@ class ConfigErrors(FLAppError, ValueError):  # noqa: N818 (a collection of Confi
 
 class DataUnavailableError(FLAppError, RuntimeError):
     """The requested data cannot be loaded here (offline, missing folder, ...)."""
+
+
+#: Every error this project raises on purpose, one root per package: ``except
+#: PROJECT_ERRORS`` catches them all (not ``attacks.errors.InjectedFault``, the
+#: deliberate failure of the ``crash`` fault-injection attack).
+PROJECT_ERRORS: tuple[type[Exception], ...] = (FLAppError, StrategyError, AttackError)

@@ -24,3 +24,7 @@ class SelectionSizeError(StrategyError, ValueError):
 
 class UpdatesError(StrategyError, ValueError):
     """Updates that are not a finite ``(n, d)`` floating-point array."""
+
+
+class UnknownStrategyError(StrategyError, ValueError):
+    """A strategy name that is not registered; the message lists the valid ones."""

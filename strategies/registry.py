@@ -9,15 +9,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from strategies.errors import UnknownStrategyError
 from strategies.fedavg import UpdateSpaceFedAvg
 from strategies.krum_strategy import Krum, MultiKrum
 
 StrategyFactory = Callable[..., UpdateSpaceFedAvg]
 STRATEGIES: dict[str, StrategyFactory] = {}
-
-
-class UnknownStrategyError(ValueError):
-    """A strategy name that is not registered."""
 
 
 def register_strategy(name: str, factory: StrategyFactory) -> None:

@@ -50,13 +50,13 @@ def test_param_names() -> None:
 
 
 @pytest.mark.parametrize("name", UPDATE_ATTACKS)
-@pytest.mark.parametrize("num_byzantine", [1, 3])
-def test_update_attack_contract(name: str, num_byzantine: int) -> None:
-    rows = craft_byzantine_updates(name, HONEST, num_byzantine, np.random.default_rng(0))
-    assert rows.shape == (num_byzantine, HONEST.shape[1])
+@pytest.mark.parametrize("num_attackers", [1, 3])
+def test_update_attack_contract(name: str, num_attackers: int) -> None:
+    rows = craft_byzantine_updates(name, HONEST, num_attackers, np.random.default_rng(0))
+    assert rows.shape == (num_attackers, HONEST.shape[1])
     assert rows.dtype == HONEST.dtype
     assert np.isfinite(rows).all()
-    again = craft_byzantine_updates(name, HONEST, num_byzantine, np.random.default_rng(0))
+    again = craft_byzantine_updates(name, HONEST, num_attackers, np.random.default_rng(0))
     np.testing.assert_array_equal(rows, again)  # deterministic given the seed
     if not get_attack(name).per_attacker:
         assert (rows == rows[0]).all()  # all attackers send the same vector
@@ -110,7 +110,7 @@ def test_rejects_a_legacy_random_state() -> None:
 
 
 def test_rejects_negative_attacker_count() -> None:
-    with pytest.raises(AttackParameterError, match="num_byzantine must be an integer >= 0"):
+    with pytest.raises(AttackParameterError, match="num_attackers must be an integer >= 0"):
         craft_byzantine_updates("ipm", HONEST, -1, np.random.default_rng(0))
 
 
@@ -129,8 +129,8 @@ def test_refuses_duplicates() -> None:
 
 @pytest.mark.usefixtures("scratch_registry")
 def test_a_registered_attack_is_listed_and_craftable() -> None:
-    def craft_zero(honest: np.ndarray, num_byzantine: int, rng: np.random.Generator) -> np.ndarray:
-        return np.zeros((num_byzantine, honest.shape[1]), honest.dtype)
+    def craft_zero(honest: np.ndarray, num_attackers: int, rng: np.random.Generator) -> np.ndarray:
+        return np.zeros((num_attackers, honest.shape[1]), honest.dtype)
 
     spec = register_attack("zero", "update", craft_zero, "sends zeros")
     assert spec.kind is AttackKind.UPDATE
