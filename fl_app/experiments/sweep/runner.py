@@ -165,35 +165,46 @@ def run_sweep(out: str | Path, grid: Grid | Sequence[Grid] | None = None,
     result = SweepResult(out)
     progress = progress or make_progress(len(cells), plain=verbose)
     if dry_run:
-        for k, cell in enumerate(cells, 1):
-            state = cell_state(cell, out / cell.name)
-            done = resumable_round(cell, out / cell.name) if state == "interrupted" else None
-            if done is not None:
-                state += f", resumes after round {done}"
-            progress.say(f"cell {k}/{len(cells)} {cell.name}: {state}")
+        say_plan(out, cells, progress)
         return result
     out.mkdir(parents=True, exist_ok=True)
     write_manifest(out, cells, base, grids, num_supernodes)
     runner = runner or simulate_runner(num_cpus_per_client, verbose)
     with progress, quiet_flower(not verbose):
         for k, cell in enumerate(cells, 1):
-            cell_dir = out / cell.name
-            if cell_state(cell, cell_dir) == "finished":
-                result.skipped.append(cell.name)
-                progress.cell_done(k, cell, "skipped (finished earlier)")
-                continue
-            progress.cell_started(k, cell, parse_run_config(cell.run_config).num_server_rounds)
-            if (done := resumable_round(cell, cell_dir)) is not None:
-                progress.say(f"cell {k}/{len(cells)} {cell.name}: resuming after round {done}")
-            started = time.time()
-            try:
-                run_cell(cell, cell_dir, runner, num_supernodes, progress.round_done)
-            except Exception as exc:  # one broken cell must not lose the others
-                result.failed[cell.name] = f"{type(exc).__name__}: {exc}"
-                progress.cell_done(k, cell, f"failed: {type(exc).__name__}: {exc}")
-                continue
-            result.ran.append(cell.name)
-            progress.cell_done(k, cell, f"finished in {time.time() - started:.0f} s")
-            reports.write_reports(out)
+            run_or_skip(k, cell, out, runner, num_supernodes, progress, result)
     result.reports = reports.write_reports(out)
     return result
+
+
+def say_plan(out: Path, cells: Sequence[Cell], progress: SweepProgress) -> None:
+    """``--dry-run``: each cell and where it stands (new, finished, interrupted, ...)."""
+    for k, cell in enumerate(cells, 1):
+        state = cell_state(cell, out / cell.name)
+        done = resumable_round(cell, out / cell.name) if state == "interrupted" else None
+        if done is not None:
+            state += f", resumes after round {done}"
+        progress.say(f"cell {k}/{len(cells)} {cell.name}: {state}")
+
+
+def run_or_skip(k: int, cell: Cell, out: Path, runner: CellRunner, num_supernodes: int,
+                progress: SweepProgress, result: SweepResult) -> None:
+    """Run cell ``k`` unless it finished earlier; a failure is recorded, not raised."""
+    cell_dir = out / cell.name
+    if cell_state(cell, cell_dir) == "finished":
+        result.skipped.append(cell.name)
+        progress.cell_done(k, cell, "skipped (finished earlier)")
+        return
+    progress.cell_started(k, cell, parse_run_config(cell.run_config).num_server_rounds)
+    if (done := resumable_round(cell, cell_dir)) is not None:
+        progress.say(f"cell {k}/{progress.total} {cell.name}: resuming after round {done}")
+    started = time.time()
+    try:
+        run_cell(cell, cell_dir, runner, num_supernodes, progress.round_done)
+    except Exception as exc:  # one broken cell must not lose the others
+        result.failed[cell.name] = f"{type(exc).__name__}: {exc}"
+        progress.cell_done(k, cell, f"failed: {type(exc).__name__}: {exc}")
+        return
+    result.ran.append(cell.name)
+    progress.cell_done(k, cell, f"finished in {time.time() - started:.0f} s")
+    reports.write_reports(out)
