@@ -70,7 +70,8 @@ class ResumableServer(Server):
             self.parameters = ndarrays_to_parameters(self.start_weights)
             first = self.start_after + 1
             log.info("resuming after round %d of %d", self.start_after, num_rounds)
-        self.before_first_round(self.client_manager())
+        if first <= num_rounds:  # a finished run resumed has no round to check for
+            self.before_first_round(self.client_manager())
         start_time = timeit.default_timer()
         for server_round in range(first, num_rounds + 1):
             res_fit = self.fit_round(server_round=server_round, timeout=timeout)
