@@ -231,16 +231,25 @@ def test_federation_over_tls_records_the_byzantine_device(federation, tmp_path):
         assert int(row["byzantine"]) == (partition == BYZANTINE_PARTITION)
 
 
+def refused_at_start(fed: Federation, tmp_path: Path, run_config: str, name: str,
+                     *messages: str) -> Path:
+    """Run ``run_config`` as ``name``: it must fail saying ``messages``; its folder."""
+    run_id, out = flwr_run(fed, f"{run_config} output-dir='{tmp_path}' run-name='{name}'")
+    for message in messages:
+        assert message in out, out
+    assert run_status(fed, run_id).startswith("finished:failed")
+    summary = json.loads((tmp_path / name / "summary.json").read_text())
+    assert summary["status"] != "finished"
+    return tmp_path / name
+
+
 def test_omniscient_attacker_is_refused_on_real_devices(federation, tmp_path):
     """The server-side omniscient hook is simulation-only: the run fails and says why."""
-    run_id, out = flwr_run(federation, (
-        f"num-server-rounds=1 fraction-fit=1.0 attack='ipm' num-attackers=1 "
-        f"ipm-knowledge='omniscient' output-dir='{tmp_path}' run-name='omniscient'"))
-    assert "config key 'ipm-knowledge' = 'omniscient' is not allowed" in out, out
-    assert "'own' or 'colluders' on real devices" in out
-    assert run_status(federation, run_id).startswith("finished:failed")
-    summary = json.loads((tmp_path / "omniscient" / "summary.json").read_text())
-    assert summary["status"] != "finished"
+    refused_at_start(
+        federation, tmp_path, "num-server-rounds=1 fraction-fit=1.0 attack='ipm' "
+        "num-attackers=1 ipm-knowledge='omniscient'", "omniscient",
+        "config key 'ipm-knowledge' = 'omniscient' is not allowed",
+        "'own' or 'colluders' on real devices")
 
 
 @pytest.mark.parametrize("case", ["certificate of another CA", "unregistered key"])
@@ -323,12 +332,9 @@ def test_dp_noise_on_devices_is_fresh_and_no_one_can_replay_it(federation, tmp_p
 
 def test_seeded_dp_noise_is_refused_on_real_devices(federation, tmp_path):
     """``dp-noise-source='seeded'`` fails at start, naming the key; no client trains."""
-    run_id, out = flwr_run(federation, (
-        f"num-server-rounds=1 fraction-fit=1.0 dp=true dp-noise-source='seeded' "
-        f"output-dir='{tmp_path}' run-name='seeded'"))
-    assert "config key 'dp-noise-source' = 'seeded' is not allowed" in out, out
-    assert "'auto' or 'os' on real devices" in out
-    assert run_status(federation, run_id).startswith("finished:failed")
-    assert read_csv(tmp_path / "seeded" / "clients.csv") == []
-    summary = json.loads((tmp_path / "seeded" / "summary.json").read_text())
-    assert summary["status"] != "finished"
+    run_dir = refused_at_start(
+        federation, tmp_path, "num-server-rounds=1 fraction-fit=1.0 dp=true "
+        "dp-noise-source='seeded'", "seeded",
+        "config key 'dp-noise-source' = 'seeded' is not allowed",
+        "'auto' or 'os' on real devices")
+    assert read_csv(run_dir / "clients.csv") == []
