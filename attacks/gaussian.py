@@ -20,9 +20,13 @@ from __future__ import annotations
 import numpy as np
 
 from attacks._common import as_update_matrix, check_count, check_nonnegative, float_dtype
+from strategies.params import Param, non_negative_finite
 
 DEFAULT_SIGMA = 200.0
 """Standard deviation of Blanchard et al.'s Gaussian Byzantine workers."""
+SIGMA = Param("sigma", DEFAULT_SIGMA, "Gaussian attack: the std of each attacker's N(0, sigma^2 I)",
+              non_negative_finite, label="Gaussian attack sigma")
+PARAMS = (SIGMA,)
 
 
 def gaussian_updates(

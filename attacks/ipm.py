@@ -18,6 +18,9 @@ Why it works, with ``q`` attackers among ``n`` clients and equal weights:
   every honest update when they are spread around ``mu``; the ``q`` identical copies are
   at distance 0 of one another, so Krum scores them lowest and selects ``v``, whose inner
   product with ``mu`` is ``-epsilon * ||mu||^2 <= 0``.
+
+The run's default strength is 1 (FedAvg's step still shrinks with enough attackers);
+0.1 is the paper's value against Krum (the preset ``seed-krum-ipm-small`` uses it).
 """
 
 from __future__ import annotations
@@ -31,9 +34,11 @@ from attacks._common import (
     repeat_rows,
     row_mean,
 )
+from strategies.params import Param, non_negative_finite
 
-DEFAULT_EPSILON = 0.1
-"""The paper's small epsilon, the one that makes Krum select the attack."""
+EPSILON = Param("epsilon", 1.0, "IPM's epsilon: each attacker sends -epsilon * the honest mean",
+                non_negative_finite, label="IPM epsilon")
+PARAMS = (EPSILON,)
 
 
 def ipm_update(honest_updates: np.ndarray, epsilon: float) -> np.ndarray:
@@ -67,7 +72,7 @@ def craft_ipm(
     num_attackers: int,
     rng: np.random.Generator,
     *,
-    epsilon: float = DEFAULT_EPSILON,
+    epsilon: float = EPSILON.default,
 ) -> np.ndarray:
     """Uniform crafting entry: ``num_attackers`` identical rows of :func:`ipm_update`.
 

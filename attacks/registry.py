@@ -20,9 +20,11 @@ sends; for attacks with ``per_attacker=False`` all rows are identical. Rows keep
 input's float dtype. Call it through :func:`craft_byzantine_updates`, which validates
 the name, kind and parameters.
 
-Adding an attack: one file ``attacks/<name>.py`` with its math and a ``craft_<name>``
-function of the signature above, plus, in this module, its name in the ``from attacks
-import ...`` line and one ``register_attack`` call at the bottom. Registering here (rather
+Adding an attack: one file ``attacks/<name>.py`` with its math, a ``craft_<name>``
+function of the signature above and its tunable parameters declared next to the formula
+(a ``PARAMS`` tuple of :class:`strategies.params.Param`: each becomes the run-config key
+``<name>-<param>``), plus, in this module, its name in the ``from attacks import ...``
+line and one ``register_attack`` call at the bottom. Registering here (rather
 than in each attack module) means importing ``attacks.registry`` registers every attack,
 and no attack module imports the registry, so there is no import cycle.
 """
@@ -46,6 +48,7 @@ from attacks.errors import (
     DuplicateAttackError,
     UnknownAttackError,
 )
+from strategies.params import Param, check_declared_keywords
 
 
 class AttackKind(str, Enum):
@@ -74,6 +77,10 @@ class AttackSpec:
             (kind ``data``) or ``None`` (kind ``none``).
         description: one line for help texts and error messages.
         per_attacker: ``True`` if crafted rows may differ between attackers.
+        params: the tunable parameters, declared in the attack's module (run-config
+            keys ``<name>-<param>``).
+        context: keywords of ``fn`` the caller supplies from the round, not the user
+            (ALIE's ``num_clients``).
 
     """
 
@@ -82,6 +89,8 @@ class AttackSpec:
     fn: Callable[..., Any] | None
     description: str
     per_attacker: bool = False
+    params: tuple[Param, ...] = ()
+    context: tuple[str, ...] = ()
 
     @property
     def param_names(self) -> tuple[str, ...]:
@@ -102,13 +111,17 @@ def register_attack(
     description: str,
     *,
     per_attacker: bool = False,
+    params: tuple[Param, ...] = (),
+    context: tuple[str, ...] = (),
 ) -> AttackSpec:
     """Register an attack under ``name`` and return its spec; refuse a taken name.
 
     Raises:
         DuplicateAttackError: ``name`` is already registered.
-        AttackParameterError: ``name`` not kebab-case, ``kind`` unknown, or ``fn`` given
-            for kind ``none`` / missing for another kind.
+        AttackParameterError: ``name`` not kebab-case, ``kind`` unknown, ``fn`` given
+            for kind ``none`` / missing for another kind, or ``params`` and ``context``
+            not matching ``fn``'s keywords
+            (:func:`strategies.params.check_declared_keywords`).
 
     """
     if name in _REGISTRY:
@@ -132,7 +145,12 @@ def register_attack(
             f"attack {name!r} of kind {attack_kind.value!r}: fn must be None exactly for "
             f"kind 'none'; got fn={fn!r}."
         )
-    spec = AttackSpec(name, attack_kind, fn, description, per_attacker)
+    if fn is not None:
+        try:
+            check_declared_keywords(f"attack {name!r}", fn, params, context)
+        except ValueError as exc:
+            raise AttackParameterError(str(exc)) from None
+    spec = AttackSpec(name, attack_kind, fn, description, per_attacker, params, context)
     _REGISTRY[name] = spec
     return spec
 
@@ -230,16 +248,17 @@ def crafting_spec(name: str) -> AttackSpec:
 
 # The registry: one call per attack.
 register_attack("none", AttackKind.NONE, None, "no attack: Byzantine clients train honestly")
-register_attack("ipm", AttackKind.UPDATE, ipm.craft_ipm, "-epsilon * honest mean (Xie et al. 2019)")
-register_attack(
-    "alie", AttackKind.UPDATE, alie.craft_alie, "mean + z_max * std (Baruch et al. 2019)"
-)
+register_attack("ipm", AttackKind.UPDATE, ipm.craft_ipm, "-epsilon * honest mean (Xie et al. 2019)",
+                params=ipm.PARAMS)
+register_attack("alie", AttackKind.UPDATE, alie.craft_alie,
+                "mean + z_max * std (Baruch et al. 2019)", context=("num_clients",))
 register_attack(
     "sign-flip",
     AttackKind.UPDATE,
     sign_flip.craft_sign_flip,
     "each attacker sends -scale * its own update",
     per_attacker=True,
+    params=sign_flip.PARAMS,
 )
 register_attack(
     "gaussian",
@@ -247,6 +266,7 @@ register_attack(
     gaussian.craft_gaussian,
     "N(0, sigma^2 I) noise per attacker (Blanchard et al. 2017)",
     per_attacker=True,
+    params=gaussian.PARAMS,
 )
 register_attack(
     "label-flip", AttackKind.DATA, label_flip.flip_labels, "train on labels y -> C - 1 - y"

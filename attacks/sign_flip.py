@@ -25,9 +25,14 @@ from __future__ import annotations
 import numpy as np
 
 from attacks._common import as_update_matrix, check_count, check_nonnegative, float_dtype
+from strategies.params import Param, non_negative_finite
+
+SCALE = Param("scale", 1.0, "sign flip: each attacker sends -scale * its own update",
+              non_negative_finite, label="sign-flip scale")
+PARAMS = (SCALE,)
 
 
-def sign_flip_update(own_updates: np.ndarray, scale: float = 1.0) -> np.ndarray:
+def sign_flip_update(own_updates: np.ndarray, scale: float = SCALE.default) -> np.ndarray:
     """Return ``-scale * own_updates`` elementwise (one flipped row per own update).
 
     Args:
@@ -53,7 +58,7 @@ def craft_sign_flip(
     num_attackers: int,
     rng: np.random.Generator,
     *,
-    scale: float = 1.0,
+    scale: float = SCALE.default,
 ) -> np.ndarray:
     """Uniform crafting entry: row ``j`` is ``-scale * honest_updates[j mod k]``.
 

@@ -15,13 +15,13 @@ from flwr.client import Client, ClientApp, NumPyClient
 from flwr.common import ConfigRecord, Context, NDArrays, RecordDict, Scalar
 
 from fl_app import keys
-from fl_app.config import RunConfig, parse_run_config
+from fl_app.config import RunConfig, parse_run_config, with_overrides
 from fl_app.errors import ConfigError
-from fl_app.federation.roles import build_run_model, dp_settings, is_byzantine, wrap_byzantine
+from fl_app.federation.roles import build_run_model, is_byzantine, wrap_byzantine
 from fl_app.learning.data import load_partition
 from fl_app.privacy.client_round import private_round
 from fl_app.privacy.randomness import dp_generator, resolve_noise_source, running_in_simulation
-from fl_app.task import TrainSettings, evaluate, get_weights, set_weights, train
+from fl_app.task import evaluate, get_weights, set_weights, train
 
 
 def derived_seed(*parts: object) -> int:
@@ -50,8 +50,6 @@ class HonestClient(NumPyClient):
         self.state = state if state is not None else RecordDict()
         self.partition_id = partition_id
         self.num_partitions = num_partitions
-        self.settings = TrainSettings(cfg.local_epochs, cfg.batch_size, cfg.learning_rate,
-                                      cfg.momentum)
 
     def get_properties(self, config: dict[str, Scalar]) -> dict[str, Scalar]:
         """Tell the server which partition this node holds (for seeded sampling)."""
@@ -79,7 +77,7 @@ class HonestClient(NumPyClient):
         x, y = load_partition(self.cfg.data, pid, self.num_partitions)
         if label_transform is not None:
             y = torch.from_numpy(label_transform(y.numpy()))
-        loss = train(model, x, y, self.settings, torch.Generator().manual_seed(seed))
+        loss = train(model, x, y, self.cfg.train, torch.Generator().manual_seed(seed))
         return get_weights(model), len(y), loss
 
     def fit(self, parameters: NDArrays, config: dict[str, Scalar]
@@ -88,7 +86,7 @@ class HonestClient(NumPyClient):
         server_round = int(config[keys.SERVER_ROUND])
         if self.cfg.dp:
             return self.fit_private(parameters, server_round,
-                                    config.get(keys.DP_ACCOUNTANT))
+                                    config.get(keys.DP_ACCOUNTANT_STATE))
         weights, num_examples, loss = self.train_weights(parameters, server_round)
         return weights, num_examples, self.metrics(loss, epsilon=-1.0)
 
@@ -121,7 +119,7 @@ class HonestClient(NumPyClient):
         # First, so that a device refuses seeded noise even when it would not train.
         source = resolve_noise_source(self.cfg.dp_noise_source, self.simulated,
                                       self.cfg.dp_secure_mode)
-        stored = self.state.get(keys.DP_STATE)
+        stored = self.state.get(keys.DP_ACCOUNTANT_STATE)
         state = str(stored["accountant"]) if stored else (
             str(server_copy) if server_copy else None)
         # `source` decides whether the seed is used at all ("seeded" only): on a device
@@ -132,13 +130,13 @@ class HonestClient(NumPyClient):
         model = build_run_model(self.cfg)
         set_weights(model, parameters)
         x, y = self.data()
-        outcome = private_round(model, x, y, self.settings, dp_settings(self.cfg),
+        outcome = private_round(model, x, y, self.cfg.train, self.cfg.dp_settings,
                                 self.cfg.num_server_rounds, state, generator)
         metrics = {**self.metrics(outcome.loss, outcome.epsilon, outcome.trained,
-                                  outcome.status), keys.DP_ACCOUNTANT: outcome.accountant}
+                                  outcome.status), keys.DP_ACCOUNTANT_STATE: outcome.accountant}
         if not outcome.trained:
             return parameters, 0, metrics
-        self.state[keys.DP_STATE] = ConfigRecord({"accountant": outcome.accountant})
+        self.state[keys.DP_ACCOUNTANT_STATE] = ConfigRecord({"accountant": outcome.accountant})
         return get_weights(model), len(y), {**metrics, keys.DP_NOISE_SOURCE: source}
 
     def evaluate(self, parameters: NDArrays, config: dict[str, Scalar]
@@ -170,7 +168,7 @@ def client_fn(context: Context, overrides: Mapping[str, Scalar] | None = None) -
     """Build this node's client from the run config (plus ``overrides``) and node config."""
     cfg = parse_run_config({**context.run_config, **(overrides or {})}, overrides)
     if "data-dir" in context.node_config:  # a real device points at its own copy
-        cfg = RunConfig(**{**cfg.__dict__, "data_dir": str(context.node_config["data-dir"])})
+        cfg = with_overrides(cfg, data_dir=str(context.node_config["data-dir"]))
     torch.set_num_threads(cfg.client_threads)
     partition_id, num_partitions = node_partition(context.node_config)
     client = HonestClient(cfg, partition_id, num_partitions, context.state,

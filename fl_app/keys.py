@@ -15,13 +15,14 @@ ACCURACY = "accuracy"
 # Where a DP client's masks and noise came from this round: "seeded", "os" or "csprng"
 # (fl_app.privacy.randomness); never the seed or the entropy itself.
 DP_NOISE_SOURCE = "dp-noise-source"
-# A DP client's accountant (JSON, see fl_app.privacy.dump_accountant) after each fit; the
-# server keeps the latest in its checkpoint and returns it in the fit config of a resumed
-# run, whose clients start with an empty context.state.
-DP_ACCOUNTANT = "dp-accountant"
+# A DP client's accountant state (JSON, see fl_app.privacy.dump_accountant) after each
+# fit; the server keeps the latest in its checkpoint and returns it in the fit config of
+# a resumed run, whose clients start with an empty context.state. The same name is the
+# context.state record the client keeps it in (below). Not "dp-accountant": that run-config
+# key names which accountant (rdp, prv), not its state.
+DP_ACCOUNTANT_STATE = "dp-accountant-state"
 
 # Fit / evaluate config sent by the server each round
 SERVER_ROUND = "server-round"
 
-# context.state records kept by a client across rounds
-DP_STATE = "dp-accountant"
+# context.state records kept by a client across rounds: DP_ACCOUNTANT_STATE (above)

@@ -75,10 +75,10 @@ def build_strategy(cfg: RunConfig, recorder: RunRecorder) -> UpdateSpaceFedAvg:
 
     def returned_accountant(proxy: ClientProxy) -> dict[str, Scalar]:
         kept = recorder.dp_accountants.get(recorder.label(proxy.cid))
-        return {keys.DP_ACCOUNTANT: kept} if kept else {}
+        return {keys.DP_ACCOUNTANT_STATE: kept} if kept else {}
 
     return make_strategy(
-        cfg.strategy, num_byzantine=cfg.declared_byzantine, num_selected=cfg.multikrum_m,
+        cfg.strategy, num_byzantine=cfg.declared_byzantine, params=cfg.strategy_params,
         fraction_fit=cfg.fraction_fit, fraction_evaluate=cfg.fraction_evaluate,
         min_fit_clients=1, min_evaluate_clients=1, min_available_clients=1,
         evaluate_fn=evaluate_fn, on_fit_config_fn=round_config,

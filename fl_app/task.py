@@ -21,11 +21,15 @@ from torch import nn
 
 @dataclass(frozen=True)
 class TrainSettings:
-    """Local SGD settings of an honest client (the seed: batch 10, lr 0.01, momentum 0.5)."""
+    """Local SGD settings of an honest client.
+
+    These defaults are the run's (``RunConfig`` takes them from here); the seed code
+    used batch 10, momentum 0.5 and lr 0.01 on CIFAR-10, where 0.05 trains digits faster.
+    """
 
     local_epochs: int = 1
     batch_size: int = 10
-    learning_rate: float = 0.01
+    learning_rate: float = 0.05
     momentum: float = 0.5
 
 

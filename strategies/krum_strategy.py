@@ -16,7 +16,11 @@ import numpy as np
 
 from strategies.fedavg import AggregateResult, UpdateSpaceFedAvg
 from strategies.krum import krum_scores, lowest_scores
+from strategies.params import Param, at_least
 from strategies.preconditions import check_krum_size
+
+MULTIKRUM_PARAMS = (Param("m", 0, "updates Multi-Krum averages; 0: n - f", at_least(0),
+                          label="Multi-Krum m"),)
 
 
 class MultiKrum(UpdateSpaceFedAvg):

@@ -207,7 +207,7 @@ def test_federation_over_tls_records_the_byzantine_device(federation, tmp_path):
     """Two rounds with every node sampled; the node config's Byzantine node is recorded."""
     run_id, out = flwr_run(federation, (
         f"num-server-rounds=2 fraction-fit=1.0 dataset='digits' attack='ipm' "
-        f"num-attackers=1 ipm-knowledge='own' output-dir='{tmp_path}' run-name='deployment'"))
+        f"num-attackers=1 attack-knowledge='own' output-dir='{tmp_path}' run-name='deployment'"))
     run_dir = tmp_path / "deployment"
     assert f"results will be written to {run_dir}" in out
     # Real devices: the ServerApp's federation check did not see a simulation.
@@ -247,8 +247,8 @@ def test_omniscient_attacker_is_refused_on_real_devices(federation, tmp_path):
     """The server-side omniscient hook is simulation-only: the run fails and says why."""
     refused_at_start(
         federation, tmp_path, "num-server-rounds=1 fraction-fit=1.0 attack='ipm' "
-        "num-attackers=1 ipm-knowledge='omniscient'", "omniscient",
-        "config key 'ipm-knowledge' = 'omniscient' is not allowed",
+        "num-attackers=1 attack-knowledge='omniscient'", "omniscient",
+        "config key 'attack-knowledge' = 'omniscient' is not allowed",
         "'own' or 'colluders' on real devices")
 
 

@@ -11,29 +11,85 @@ before any data is loaded or any round is run.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
+from functools import cached_property
 from typing import Any
 
 from attacks.registry import AttackKind, attack_names, get_attack
+from fl_app.config.methods import ATTACK, STRATEGY, declared_keys, method_kwargs
 from fl_app.config.preset import KEY_PRESET, load_preset
 from fl_app.errors import ConfigError, ConfigErrors
 from fl_app.learning.data import DATASETS, PARTITIONINGS, DataConfig
 from fl_app.learning.models import MODELS, check_model_fits
-from fl_app.privacy import DEFAULT_GRAD_SAMPLE_MODE, GRAD_SAMPLE_MODES, accountant_names
+from fl_app.privacy import DPSettings
 from fl_app.privacy.randomness import NOISE_SOURCES, resolve_noise_source
+from fl_app.task import TrainSettings
+from strategies.params import at_least, non_negative_finite, one_of, positive_finite
 from strategies.registry import strategy_names
 
-IPM_KNOWLEDGE = ("own", "colluders", "omniscient")
+ATTACK_KNOWLEDGE = ("own", "colluders", "omniscient")
 # Keys that say where a run writes and whether it continues there; they never change what
 # it computes (a resumed run, a sweep's cells and its reports compare runs without them).
 PLACEMENT_KEYS = ("output-dir", "run-name", "resume")
+# Keys renamed since a release: a config that still uses one gets an error naming the
+# new key, and a stored run's config (summary.json, checkpoint) is read under the new name.
+RENAMED_KEYS = {"ipm-knowledge": "attack-knowledge"}
+DECLARED = declared_keys()
+"""The run-config keys that strategies and attacks declare (:mod:`~fl_app.config.methods`)."""
+
+
+def _declared_defaults() -> dict[str, Any]:
+    return {key: d.param.default for key, d in DECLARED.items()}
+
+
+@dataclass(frozen=True)
+class AttackSettings:
+    """The attack of a run, as the Byzantine clients and the omniscient hook apply it."""
+
+    name: str
+    num_attackers: int
+    knowledge: str  # ATTACK_KNOWLEDGE: what the attackers know of the honest updates
+    start_round: int
+    params: Mapping[str, Any]  # the attack's declared parameters, by keyword
+
+    @property
+    def kind(self) -> AttackKind:
+        """How a client applies the attack."""
+        return get_attack(self.name).kind
+
+    @property
+    def omniscient(self) -> bool:
+        """True when the server-side omniscient adversary attacks (a simulation only)."""
+        return self.name != "none" and self.knowledge == "omniscient"
+
+    @property
+    def client_side(self) -> bool:
+        """True when Byzantine *clients* carry the attack (not the omniscient hook)."""
+        return self.name != "none" and not self.omniscient
+
+    def crafting_params(self, num_clients: int | None = None) -> dict[str, Any]:
+        """The keywords of the attack's crafting function, with the round's context.
+
+        ``num_clients`` (clients sampled per round) is passed to an attack that
+        declares it as context (ALIE); the omniscient hook, which knows the round's
+        updates exactly, passes ``None``.
+        """
+        wanted = get_attack(self.name).context
+        context = {"num_clients": num_clients} if num_clients is not None else {}
+        return {**self.params, **{k: v for k, v in context.items() if k in wanted}}
 
 
 @dataclass(frozen=True)
 class RunConfig:
-    """A validated run configuration; field ``foo_bar`` is run-config key ``foo-bar``."""
+    """A validated run configuration; field ``foo_bar`` is run-config key ``foo-bar``.
+
+    The keys a strategy or an attack declares (``ipm-epsilon``, ``multikrum-m``) are in
+    ``method_params``, by key. Typed sub-settings (:attr:`train`, :attr:`dp_settings`,
+    :attr:`attack_settings`, :attr:`strategy_params`) are built once from the checked
+    values; the defaults of local training and DP-SGD are those of
+    :class:`~fl_app.task.TrainSettings` and :class:`~fl_app.privacy.DPSettings`.
+    """
 
     preset: str = ""
     seed: int = 0
@@ -45,34 +101,33 @@ class RunConfig:
     model: str = "auto"
     partitioning: str = "iid"
     dirichlet_alpha: float = 0.5
-    local_epochs: int = 1
-    batch_size: int = 10
-    learning_rate: float = 0.05
-    momentum: float = 0.5
+    local_epochs: int = TrainSettings.local_epochs
+    batch_size: int = TrainSettings.batch_size
+    learning_rate: float = TrainSettings.learning_rate
+    momentum: float = TrainSettings.momentum
     client_threads: int = 1
     strategy: str = "fedavg"
     num_byzantine: int = 0
-    multikrum_m: int = 0
     accept_failures: int = -1
     max_update_norm: float = 1e6
     attack: str = "none"
     num_attackers: int = 0
-    ipm_epsilon: float = 1.0
-    ipm_knowledge: str = "own"
+    attack_knowledge: str = "own"
     attack_start_round: int = 1
     dp: bool = False
-    dp_noise_multiplier: float = 1.0
-    dp_max_grad_norm: float = 1.0
-    dp_target_epsilon: float = 0.0
-    dp_delta: float = 0.0
-    dp_accountant: str = "rdp"
-    dp_max_epsilon: float = 0.0
-    dp_grad_sample_mode: str = DEFAULT_GRAD_SAMPLE_MODE
+    dp_noise_multiplier: float = DPSettings.noise_multiplier
+    dp_max_grad_norm: float = DPSettings.max_grad_norm
+    dp_target_epsilon: float = 0.0  # 0: not set (DPSettings.target_epsilon = None)
+    dp_delta: float = 0.0  # 0: automatic per client (DPSettings.delta = None)
+    dp_accountant: str = DPSettings.accountant
+    dp_max_epsilon: float = 0.0  # 0: no budget (DPSettings.max_epsilon = None)
+    dp_grad_sample_mode: str = DPSettings.grad_sample_mode
     dp_noise_source: str = "auto"
-    dp_secure_mode: bool = False
+    dp_secure_mode: bool = DPSettings.secure_mode
     output_dir: str = ""
     run_name: str = ""
     resume: bool = False
+    method_params: Mapping[str, Any] = field(default_factory=_declared_defaults)
 
     @property
     def data(self) -> DataConfig:
@@ -88,16 +143,46 @@ class RunConfig:
     @property
     def omniscient(self) -> bool:
         """True when the server-side omniscient adversary attacks (a simulation only)."""
-        return self.attack != "none" and self.ipm_knowledge == "omniscient"
+        return self.attack_settings.omniscient
 
     @property
     def declared_byzantine(self) -> int:
         """The f the defence declares: ``num-byzantine``, or ``num-attackers`` when it is -1."""
         return self.num_attackers if self.num_byzantine == -1 else self.num_byzantine
 
+    @cached_property
+    def train(self) -> TrainSettings:
+        """Local SGD settings of every client."""
+        return TrainSettings(self.local_epochs, self.batch_size, self.learning_rate,
+                             self.momentum)
+
+    @cached_property
+    def dp_settings(self) -> DPSettings:
+        """DP-SGD settings of the honest clients (used when ``dp``); 0 means "not set"."""
+        return DPSettings(
+            noise_multiplier=self.dp_noise_multiplier, max_grad_norm=self.dp_max_grad_norm,
+            delta=self.dp_delta or None, accountant=self.dp_accountant,
+            target_epsilon=self.dp_target_epsilon or None,
+            max_epsilon=self.dp_max_epsilon or None,
+            grad_sample_mode=self.dp_grad_sample_mode, secure_mode=self.dp_secure_mode)
+
+    @cached_property
+    def attack_settings(self) -> AttackSettings:
+        """The attack, its threat model and its declared parameters."""
+        return AttackSettings(self.attack, self.num_attackers, self.attack_knowledge,
+                              self.attack_start_round,
+                              method_kwargs(self.method_params, ATTACK, self.attack))
+
+    @cached_property
+    def strategy_params(self) -> dict[str, Any]:
+        """The strategy's declared parameters, by keyword (``{"m": 0}`` for Multi-Krum)."""
+        return method_kwargs(self.method_params, STRATEGY, self.strategy)
+
     def as_dict(self) -> dict[str, Any]:
         """Return the config keyed by run-config key (kebab-case), as written to summary.json."""
-        return {key_of(f.name): getattr(self, f.name) for f in fields(self)}
+        values = {key_of(f.name): getattr(self, f.name) for f in fields(self)
+                  if f.name != "method_params"}
+        return {**values, **{key: self.method_params[key] for key in DECLARED}}
 
 
 def key_of(field_name: str) -> str:
@@ -105,8 +190,20 @@ def key_of(field_name: str) -> str:
     return field_name.replace("_", "-")
 
 
-KEYS = {key_of(f.name): f for f in fields(RunConfig)}
-DEFAULTS = {key: f.default for key, f in KEYS.items()}
+_FIELDS = {key_of(f.name): f for f in fields(RunConfig) if f.name != "method_params"}
+DEFAULTS: dict[str, Any] = {**{key: f.default for key, f in _FIELDS.items()},
+                            **_declared_defaults()}
+"""Every run-config key and its default (pyproject.toml holds the same; a test checks)."""
+KEYS = tuple(DEFAULTS)
+
+
+def stored_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A config a run stored (summary.json, checkpoint), in today's keys.
+
+    A renamed key reads under its new name; a key added since reads as its default.
+    """
+    renamed = {RENAMED_KEYS.get(k, k): v for k, v in config.items()}
+    return {**DEFAULTS, **renamed}
 
 
 def _coerce(key: str, value: Any, default: Any) -> Any:
@@ -132,54 +229,39 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
     return value
 
 
-def _one_of(allowed: tuple[str, ...]) -> Callable[[Any], str | None]:
-    return lambda v: None if v in allowed else f"one of {list(allowed)}"
-
-
-def _at_least(low: float) -> Callable[[Any], str | None]:
-    return lambda v: None if v >= low else f"a number >= {low}"
-
-
 def _fraction(v: float) -> str | None:
     return None if 0.0 < v <= 1.0 else "a number in (0, 1]"
 
 
-def _non_negative_finite(v: float) -> str | None:
-    return None if v >= 0 and math.isfinite(v) else "a finite number >= 0"
-
-
-# One rule per key whose values are restricted beyond their type.
+# One rule per key whose values are restricted beyond their type. The DP keys that
+# DPSettings checks are left to it (dp_settings_errors); declared keys bring their rule.
 RULES: dict[str, Callable[[Any], str | None]] = {
-    "num-server-rounds": _at_least(1),
+    "num-server-rounds": at_least(1),
     "fraction-fit": _fraction,
     "fraction-evaluate": lambda v: None if 0.0 <= v <= 1.0 else "a number in [0, 1]",
-    "dataset": _one_of(tuple(sorted(DATASETS))),
-    "model": _one_of(("auto", *sorted(MODELS))),
-    "partitioning": _one_of(PARTITIONINGS),
+    "dataset": one_of(sorted(DATASETS)),
+    "model": one_of(("auto", *sorted(MODELS))),
+    "partitioning": one_of(PARTITIONINGS),
     "dirichlet-alpha": lambda v: None if v > 0 else "a number > 0",
-    "local-epochs": _at_least(1),
-    "batch-size": _at_least(1),
-    "learning-rate": lambda v: None if v > 0 and math.isfinite(v) else "a finite number > 0",
+    "local-epochs": at_least(1),
+    "batch-size": at_least(1),
+    "learning-rate": positive_finite,
     "momentum": lambda v: None if 0.0 <= v < 1.0 else "a number in [0, 1)",
-    "client-threads": _at_least(1),
-    "strategy": _one_of(tuple(strategy_names())),
+    "client-threads": at_least(1),
+    "strategy": one_of(strategy_names()),
     "num-byzantine": lambda v: None if v >= -1 else "an integer >= 0, or -1 for num-attackers",
-    "multikrum-m": _at_least(0),
     "accept-failures": lambda v: None if v >= -1 else "an integer >= 0, or -1 for any number",
     "max-update-norm": lambda v: None if v >= 0 else "a number > 0, or 0 for no limit",
-    "attack": _one_of(attack_names()),
-    "num-attackers": _at_least(0),
-    "ipm-epsilon": _non_negative_finite,
-    "ipm-knowledge": _one_of(IPM_KNOWLEDGE),
-    "attack-start-round": _at_least(1),
-    "dp-noise-multiplier": lambda v: None if v > 0 else "a number > 0",
-    "dp-max-grad-norm": lambda v: None if v > 0 else "a number > 0",
-    "dp-target-epsilon": _non_negative_finite,
+    "attack": one_of(attack_names()),
+    "num-attackers": at_least(0),
+    "attack-knowledge": one_of(ATTACK_KNOWLEDGE),
+    "attack-start-round": at_least(1),
+    # 0 means "not set" for these three, which DPSettings writes as None
+    "dp-target-epsilon": non_negative_finite,
     "dp-delta": lambda v: None if 0.0 <= v < 1.0 else "0 (automatic) or a number in (0, 1)",
-    "dp-accountant": _one_of(tuple(accountant_names())),
-    "dp-max-epsilon": _non_negative_finite,
-    "dp-grad-sample-mode": _one_of(tuple(sorted(GRAD_SAMPLE_MODES))),
-    "dp-noise-source": _one_of(NOISE_SOURCES),
+    "dp-max-epsilon": non_negative_finite,
+    "dp-noise-source": one_of(NOISE_SOURCES),
+    **{key: d.param.rule for key, d in DECLARED.items() if d.param.rule},
 }
 
 
@@ -243,16 +325,35 @@ def parse_run_config(run_config: Mapping[str, Any], overrides: Mapping[str, Any]
         run_config = apply_preset(run_config, overrides, server_only)
     except ConfigError as exc:
         raise ConfigErrors([exc]) from None
+    values, errors = _checked_values(run_config)
+    if errors:
+        raise ConfigErrors(errors)
+    method_params = {**_declared_defaults(), **{k: values.pop(k) for k in DECLARED
+                                                if k in values}}
+    cfg = RunConfig(**{_FIELDS[k].name: v for k, v in values.items()},
+                    method_params=method_params)
+    errors = _combination_errors(cfg)
+    if errors:
+        raise ConfigErrors(errors)
+    return cfg
+
+
+def _checked_values(run_config: Mapping[str, Any]) -> tuple[dict[str, Any], list[ConfigError]]:
+    """Each key's value coerced to its type and checked by its rule, keyed by key."""
     errors: list[ConfigError] = []
     values: dict[str, Any] = {}
     for key, value in run_config.items():
-        if key not in KEYS:
+        if key in RENAMED_KEYS:
+            errors.append(ConfigError(key, value, f"the key {RENAMED_KEYS[key]!r}",
+                                      f"{key!r} was renamed: write "
+                                      f"{RENAMED_KEYS[key]}={value!r}."))
+            continue
+        if key not in DEFAULTS:
             errors.append(ConfigError(key, value, f"a known key: {sorted(KEYS)}",
                                       "Unknown key (a typo?)."))
             continue
-        field = KEYS[key]
         try:
-            value = _coerce(key, value, field.default)
+            value = _coerce(key, value, DEFAULTS[key])
         except ConfigError as exc:
             errors.append(exc)
             continue
@@ -261,19 +362,24 @@ def parse_run_config(run_config: Mapping[str, Any], overrides: Mapping[str, Any]
         if problem:
             errors.append(ConfigError(key, value, problem))
             continue
-        values[field.name] = value
-    if errors:
-        raise ConfigErrors(errors)
-    cfg = RunConfig(**values)
-    errors = _combination_errors(cfg)
-    if errors:
-        raise ConfigErrors(errors)
-    return cfg
+        values[key] = value
+    return values, errors
+
+
+def _dp_settings_errors(cfg: RunConfig) -> list[ConfigError]:
+    """What DPSettings refuses in the DP keys (checked whether or not ``dp`` is on)."""
+    try:
+        cfg.dp_settings  # noqa: B018 (building it is the check)
+    except ConfigErrors as exc:
+        return exc.errors
+    except ConfigError as exc:
+        return [exc]
+    return []
 
 
 def _combination_errors(cfg: RunConfig) -> list[ConfigError]:
     """Checks that involve more than one key (the node count is checked by the server)."""
-    errors: list[ConfigError] = []
+    errors = _dp_settings_errors(cfg)
     try:
         check_model_fits(cfg.model_name, DATASETS[cfg.dataset].input_shape)
     except ConfigError as exc:
@@ -289,12 +395,11 @@ def _combination_errors(cfg: RunConfig) -> list[ConfigError]:
         resolve_noise_source(cfg.dp_noise_source, simulated=True, secure_mode=cfg.dp_secure_mode)
     except ConfigError as exc:
         errors.append(exc)
-    kind = get_attack(cfg.attack).kind
-    if cfg.omniscient and kind != AttackKind.UPDATE:
+    if cfg.omniscient and cfg.attack_settings.kind != AttackKind.UPDATE:
         errors.append(ConfigError(
-            "attack", cfg.attack, "an update-crafting attack with ipm-knowledge='omniscient'",
+            "attack", cfg.attack, "an update-crafting attack with attack-knowledge='omniscient'",
             "The omniscient hook rewrites updates on the server; data and fault attacks run "
-            "on clients: use ipm-knowledge='own' or 'colluders'."))
+            "on clients: use attack-knowledge='own' or 'colluders'."))
     if cfg.attack != "none" and cfg.num_attackers == 0:
         errors.append(ConfigError("num-attackers", 0, f"at least 1 with attack={cfg.attack!r}",
                                   "Set num-attackers, or attack='none'."))

@@ -7,7 +7,6 @@ overrides bound in, and the result folder returned.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from flwr.simulation import run_simulation
 
 from fl_app.client_app import make_client_app
 from fl_app.config import parse_run_config
+from fl_app.runs.layout import read_summary
 from fl_app.runs.recorder import resolve_run_dir
 from fl_app.server_app import make_server_app
 
@@ -51,7 +51,7 @@ def simulate(overrides: Mapping[str, Any] | None = None, num_supernodes: int = 1
                    client_app=make_client_app(overrides), num_supernodes=num_supernodes,
                    backend_config=backend_config(num_cpus_per_client, num_gpus_per_client),
                    verbose_logging=verbose)
-    summary = json.loads((run_dir / "summary.json").read_text())
+    summary = read_summary(run_dir)
     if summary["status"] != "finished":
         raise RuntimeError(f"the simulation did not finish; see {run_dir}")
     return run_dir

@@ -15,7 +15,7 @@ from flwr.server.client_manager import ClientManager
 from attacks.assignment import byzantine_partitions
 from fl_app.config import RunConfig
 from fl_app.errors import ConfigError, ConfigErrors
-from fl_app.federation.roles import dp_settings, sampled_per_round
+from fl_app.federation.roles import sampled_per_round
 from fl_app.federation.sampling import is_simulated
 from fl_app.learning.data import partition_indices
 from fl_app.privacy import resolve_delta, resolve_noise_multiplier
@@ -27,14 +27,12 @@ from fl_app.privacy.randomness import (
     secure_generator,
 )
 from fl_app.runs.recorder import RunRecorder
-from fl_app.task import TrainSettings
 from strategies.registry import make_strategy
 
 
 def dp_errors_for_partitions(cfg: RunConfig, num_partitions: int) -> list[ConfigError]:
     """DP settings that no client of this partitioning could use (delta, target epsilon)."""
-    dp = dp_settings(cfg)
-    settings = TrainSettings(cfg.local_epochs, cfg.batch_size, cfg.learning_rate, cfg.momentum)
+    dp, settings = cfg.dp_settings, cfg.train
     errors: dict[str, ConfigError] = {}
     for size in sorted({len(p) for p in partition_indices(cfg.data, num_partitions)}):
         try:
@@ -79,7 +77,7 @@ def _attacker_errors(cfg: RunConfig, num_nodes: int, simulated: bool) -> list[Co
                                   f"at most the number of nodes ({num_nodes})"))
     if cfg.omniscient and not simulated:
         errors.append(ConfigError(
-            "ipm-knowledge", "omniscient", "'own' or 'colluders' on real devices",
+            "attack-knowledge", "omniscient", "'own' or 'colluders' on real devices",
             "The omniscient adversary needs every honest update of the round, "
             "which only a simulation can know."))
     elif cfg.omniscient and cfg.num_attackers >= sampled_per_round(cfg, num_nodes):
@@ -94,7 +92,7 @@ def _round_size_errors(cfg: RunConfig, num_nodes: int) -> list[ConfigError]:
     """The strategy's own rule for the clients sampled per round (Krum: ``n >= 2f + 3``)."""
     sampled = sampled_per_round(cfg, num_nodes)
     strategy = make_strategy(cfg.strategy, num_byzantine=cfg.declared_byzantine,
-                             num_selected=cfg.multikrum_m, fraction_fit=cfg.fraction_fit)
+                             params=cfg.strategy_params, fraction_fit=cfg.fraction_fit)
     try:
         strategy.check_num_clients(sampled)
     except ValueError as exc:

@@ -1,4 +1,4 @@
-"""The app's glue: from the run config to models, DP settings, attacks and roles.
+"""The app's glue: from the run config to models, attacks and roles.
 
 The attack math and the Byzantine client live in :mod:`attacks`, DP-SGD in
 :mod:`fl_app.privacy`; this module reads the run and node configs and composes
@@ -20,7 +20,7 @@ from fl_app import keys
 from fl_app.config import RunConfig
 from fl_app.learning.data import DATASETS
 from fl_app.learning.models import build_model
-from fl_app.privacy import DPSettings, make_private_compatible
+from fl_app.privacy import make_private_compatible
 
 
 def build_run_model(cfg: RunConfig) -> nn.Module:
@@ -32,33 +32,6 @@ def build_run_model(cfg: RunConfig) -> nn.Module:
     return make_private_compatible(model) if cfg.dp else model
 
 
-def dp_settings(cfg: RunConfig) -> DPSettings:
-    """The DP-SGD settings of the run's honest clients (0 means "not set" in the config)."""
-    return DPSettings(
-        noise_multiplier=cfg.dp_noise_multiplier, max_grad_norm=cfg.dp_max_grad_norm,
-        delta=cfg.dp_delta or None, accountant=cfg.dp_accountant,
-        target_epsilon=cfg.dp_target_epsilon or None, max_epsilon=cfg.dp_max_epsilon or None,
-        grad_sample_mode=cfg.dp_grad_sample_mode, secure_mode=cfg.dp_secure_mode)
-
-
-def attack_params(cfg: RunConfig, num_clients: int | None = None) -> dict[str, Any]:
-    """The attack's keyword parameters from the run config.
-
-    ``num_clients`` is the number of clients sampled per round; ALIE's ``z_max``
-    depends on it (the omniscient hook knows it exactly and passes ``None``).
-    """
-    if cfg.attack == "ipm":
-        return {"epsilon": cfg.ipm_epsilon}
-    if cfg.attack == "alie" and num_clients is not None:
-        return {"num_clients": num_clients}
-    return {}
-
-
-def attack_is_client_side(cfg: RunConfig) -> bool:
-    """True when Byzantine *clients* carry the attack (not the omniscient server hook)."""
-    return cfg.attack != "none" and not cfg.omniscient
-
-
 def is_byzantine(cfg: RunConfig, node_config: dict[str, Scalar], partition_id: int,
                  num_partitions: int) -> bool:
     """Whether this node runs as a Byzantine client.
@@ -66,7 +39,7 @@ def is_byzantine(cfg: RunConfig, node_config: dict[str, Scalar], partition_id: i
     A node config ``byzantine`` (real devices) decides; otherwise the run's seeded
     draw of ``num-attackers`` partitions (simulation).
     """
-    if not attack_is_client_side(cfg):
+    if not cfg.attack_settings.client_side:
         return False
     if keys.BYZANTINE in node_config:
         return str(node_config[keys.BYZANTINE]).lower() in ("true", "1")
@@ -89,18 +62,20 @@ def wrap_byzantine(honest: Any, cfg: RunConfig, partition_id: int,
         # The honest client's metrics, flagged Byzantine; no DP, so no epsilon.
         return {**honest.metrics(loss, epsilon=-1.0), keys.BYZANTINE: True}
 
+    attack = cfg.attack_settings
     return ByzantineClient(
-        honest, partition_id=partition_id, train_fn=honest.train_weights, attack=cfg.attack,
-        knowledge=cfg.ipm_knowledge, colluders=colluders, start_round=cfg.attack_start_round,
+        honest, partition_id=partition_id, train_fn=honest.train_weights, attack=attack.name,
+        knowledge=attack.knowledge, colluders=colluders, start_round=attack.start_round,
         seed=cfg.seed, round_key=keys.SERVER_ROUND, make_metrics=make_metrics,
-        attack_params=attack_params(cfg, sampled_per_round(cfg, num_partitions)),
+        attack_params=attack.crafting_params(sampled_per_round(cfg, num_partitions)),
         num_classes=DATASETS[cfg.dataset].num_classes)
 
 
 def omniscient_hook(cfg: RunConfig) -> OmniscientAdversary | None:
     """The server-side adversary when the run asks for it, else None."""
-    if not cfg.omniscient:
+    attack = cfg.attack_settings
+    if not attack.omniscient:
         return None
-    return OmniscientAdversary(cfg.attack, cfg.num_attackers, cfg.attack_start_round,
-                               cfg.seed, attack_params(cfg))
+    return OmniscientAdversary(attack.name, attack.num_attackers, attack.start_round,
+                               cfg.seed, attack.crafting_params())
 

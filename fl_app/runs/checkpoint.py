@@ -32,11 +32,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from fl_app.config import PLACEMENT_KEYS, RunConfig
+from fl_app.config import RunConfig
 from fl_app.errors import ConfigError, ConfigErrors, FLAppError
+from fl_app.runs.layout import CHECKPOINT, ROUNDS, config_differences
 from fl_app.runs.recorder import atomic_write_bytes
 
-CHECKPOINT_FILE = "checkpoint.pt"
+CHECKPOINT_FILE = CHECKPOINT
 CHECKPOINT_FORMAT = 1
 
 
@@ -100,12 +101,10 @@ def resume_errors(checkpoint: Checkpoint, cfg: RunConfig) -> list[ConfigError]:
     A resumed run must compute what the interrupted one would have, so every key
     but the placement keys (:data:`fl_app.config.PLACEMENT_KEYS`) must be as it was.
     """
-    wanted = cfg.as_dict()
-    return [ConfigError(key, wanted[key], f"{old!r}, as in the checkpointed run",
+    return [ConfigError(key, new, f"{old!r}, as in the checkpointed run",
                         f"Resuming {cfg.run_name!r} needs its configuration; to change it, "
                         "start a new run (another run-name) instead.")
-            for key, old in checkpoint.config.items()
-            if key not in PLACEMENT_KEYS and wanted.get(key, old) != old]
+            for key, (old, new) in config_differences(checkpoint.config, cfg.as_dict()).items()]
 
 
 def checkpoint_to_resume(run_dir: Path, cfg: RunConfig) -> Checkpoint | None:
@@ -118,7 +117,7 @@ def checkpoint_to_resume(run_dir: Path, cfg: RunConfig) -> Checkpoint | None:
     """
     checkpoint = load_checkpoint(run_dir)
     if checkpoint is None:
-        if (run_dir / "rounds.csv").exists():
+        if (run_dir / ROUNDS).exists():
             raise ConfigErrors([ConfigError(
                 "resume", True, "a run folder with a checkpoint, or a new run-name",
                 f"{run_dir} holds results but no {CHECKPOINT_FILE} (written by a version "

@@ -30,6 +30,7 @@ import torch
 
 from fl_app import keys
 from fl_app.config import RunConfig
+from fl_app.runs import layout
 
 DEFAULT_RUNS_DIR = Path.home() / "fl-runs"
 ROUND_COLUMNS = (
@@ -189,8 +190,8 @@ class RunRecorder:
                          if i not in byz_rows and keys.TRAIN_LOSS in m and m.get(keys.TRAINED, 1)]
         eps = [float(m[keys.EPSILON]) for m in metrics if float(m.get(keys.EPSILON, -1)) >= 0]
         for cid, m in getattr(fit, "received", {}).items():
-            if isinstance(m.get(keys.DP_ACCOUNTANT), str):
-                self.dp_accountants[self.label(cid)] = m[keys.DP_ACCOUNTANT]
+            if isinstance(m.get(keys.DP_ACCOUNTANT_STATE), str):
+                self.dp_accountants[self.label(cid)] = m[keys.DP_ACCOUNTANT_STATE]
         for i, m in enumerate(metrics):
             self.clients.append({
                 "round": fit.server_round, "node": fit.client_ids[i], "partition": parts[i],
@@ -229,13 +230,13 @@ class RunRecorder:
     def _save_tensors(self, weights: list[np.ndarray]) -> None:
         buf = io.BytesIO()
         torch.save([torch.from_numpy(np.asarray(w)) for w in weights], buf)
-        atomic_write_bytes(self.run_dir / "model.pt", buf.getvalue())
+        atomic_write_bytes(self.run_dir / layout.MODEL, buf.getvalue())
 
     def _flush(self) -> None:
-        atomic_write_bytes(self.run_dir / "rounds.csv", _csv_bytes(ROUND_COLUMNS, self.rounds))
-        atomic_write_bytes(self.run_dir / "clients.csv", _csv_bytes(CLIENT_COLUMNS, self.clients))
+        atomic_write_bytes(self.run_dir / layout.ROUNDS, _csv_bytes(ROUND_COLUMNS, self.rounds))
+        atomic_write_bytes(self.run_dir / layout.CLIENTS, _csv_bytes(CLIENT_COLUMNS, self.clients))
         if self.scores:
-            atomic_write_bytes(self.run_dir / "krum_scores.csv",
+            atomic_write_bytes(self.run_dir / layout.KRUM_SCORES,
                                _csv_bytes(SCORE_COLUMNS, self.scores))
         self.plot_accuracy()
         done = bool(self.rounds) and self.rounds[-1]["round"] >= self.cfg.num_server_rounds
@@ -275,7 +276,7 @@ class RunRecorder:
                        {c["noise_source"] for c in self.clients if c.get("noise_source")}),
                    "final": self.final_metrics(),
                    "seconds": round(time.time() - self._started, 3), "versions": versions()}
-        atomic_write_bytes(self.run_dir / "summary.json",
+        atomic_write_bytes(self.run_dir / layout.SUMMARY,
                            json.dumps(summary, indent=2, default=str).encode())
 
     def plot_accuracy(self) -> None:
@@ -294,4 +295,4 @@ class RunRecorder:
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
         plt.close(fig)
-        atomic_write_bytes(self.run_dir / "accuracy.png", buf.getvalue())
+        atomic_write_bytes(self.run_dir / layout.ACCURACY_PLOT, buf.getvalue())

@@ -62,11 +62,11 @@ def test_budget_stop_returns_no_examples_and_keeps_epsilon():
 
 
 def test_byzantine_clients_never_run_dp():
-    cfg = dp_cfg(attack="ipm", **{"num-attackers": 2, "ipm-knowledge": "own"})
+    cfg = dp_cfg(attack="ipm", **{"num-attackers": 2, "attack-knowledge": "own"})
     byz = wrap_byzantine(HonestClient(cfg, 0, N), cfg, 0, N)
     _, _, metrics = byz.fit(initial_weights(cfg), {keys.SERVER_ROUND: 1})
     assert metrics[keys.EPSILON] == -1.0 and metrics[keys.BYZANTINE]
-    assert keys.DP_STATE not in byz.honest.state
+    assert keys.DP_ACCOUNTANT_STATE not in byz.honest.state
 
 
 @pytest.mark.parametrize("overrides, key", [
@@ -82,7 +82,7 @@ def test_dp_parameters_no_client_can_use_are_refused_at_start(overrides, key):
 def test_dp_with_krum_under_attack_runs_end_to_end(tmp_path):
     run = simulate({"dp": True, "dp-noise-multiplier": 0.8, "dp-max-grad-norm": 1.0,
                     "strategy": "krum", "num-byzantine": 1, "attack": "ipm",
-                    "num-attackers": 2, "ipm-knowledge": "colluders", "num-server-rounds": 3,
+                    "num-attackers": 2, "attack-knowledge": "colluders", "num-server-rounds": 3,
                     "fraction-fit": 1.0, "output-dir": str(tmp_path)}, num_supernodes=N)
     with open(run / "rounds.csv") as f:
         rows = list(csv.DictReader(f))

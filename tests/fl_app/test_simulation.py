@@ -58,7 +58,7 @@ def test_ipm_breaks_krum_selection_but_not_fedavg(tmp_path):
     base = {"num-server-rounds": 6, "fraction-fit": 1.0, "output-dir": str(tmp_path),
             "partitioning": "dirichlet", "dirichlet-alpha": 0.3}
     attack = {**base, "attack": "ipm", "ipm-epsilon": 0.1, "num-attackers": 4,
-              "ipm-knowledge": "omniscient", "attack-start-round": 2}
+              "attack-knowledge": "omniscient", "attack-start-round": 2}
     krum = simulate({**attack, "strategy": "krum", "num-byzantine": 3, "run-name": "krum"},
                     num_supernodes=10)
     fedavg = simulate({**attack, "run-name": "fedavg"}, num_supernodes=10)

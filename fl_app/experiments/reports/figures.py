@@ -12,6 +12,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from fl_app.config import DECLARED
+from fl_app.config.methods import ATTACK
 from fl_app.experiments.reports.metrics import final_epsilon, line_keys, varying_keys
 from fl_app.experiments.reports.reading import (
     ATTACK_KEYS,
@@ -25,6 +27,7 @@ from fl_app.experiments.reports.reading import (
     number,
     read_csv,
 )
+from fl_app.runs import layout
 from fl_app.runs.recorder import atomic_write_bytes
 
 
@@ -73,8 +76,9 @@ def context_title(cells: Sequence[CellResult]) -> str:
     shown = ["dataset", "strategy", "attack"]
     config = cells[0].config if cells else {}
     if config.get("attack", "none") != "none":
-        shown += ["num-attackers", "ipm-epsilon" if config["attack"] == "ipm" else "",
-                  "ipm-knowledge"]
+        shown += ["num-attackers", *(key for key, d in DECLARED.items()
+                                     if d.role == ATTACK and d.method == config["attack"]),
+                  "attack-knowledge"]
     if config.get("dp"):
         shown += ["dp", "dp-noise-multiplier"]
     varying = set(varying_keys(cells))
@@ -232,7 +236,7 @@ def plot_krum_selection(run_dir: str | Path, path: str | Path | None = None) -> 
     score per round (lower is chosen), Byzantine in red, selected ringed.
     """
     run = load_run(run_dir)
-    scores = read_csv(run.path / "krum_scores.csv")
+    scores = read_csv(run.path / layout.KRUM_SCORES)
     fig, axes = new_figure(2 if scores else 1, width=5.5)
     ax = axes[0]
     byzantine = {int(r["round"]): set(ids(r.get("byzantine_clients", ""))) for r in run.rounds}
@@ -272,7 +276,7 @@ def plot_client_epsilon(run_dir: str | Path, path: str | Path | None = None) -> 
     """Each client's cumulative DP epsilon over rounds (clients.csv), and the round's max."""
     run = load_run(run_dir)
     per_client: dict[str, list[tuple[int, float]]] = {}
-    for row in read_csv(run.path / "clients.csv"):
+    for row in read_csv(run.path / layout.CLIENTS):
         eps = number(row.get("epsilon"))
         if eps is not None and eps >= 0:
             per_client.setdefault(row["partition"], []).append((int(row["round"]), eps))

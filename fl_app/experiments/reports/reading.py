@@ -8,22 +8,36 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fl_app.config import KEYS
+from fl_app.config import DECLARED, stored_config
+from fl_app.config.methods import ATTACK
+from fl_app.runs import layout
+from fl_app.runs.layout import read_summary
 
 MANIFEST = "sweep.json"
 SWEEP_CSV = "sweep.csv"
 PLOT_ACCURACY_PER_ROUND = "accuracy_per_round.png"
 PLOT_ACCURACY_VS_ATTACKERS = "accuracy_vs_attackers.png"
-PLOT_ACCURACY_VS_IPM_EPSILON = "accuracy_vs_ipm_epsilon.png"
 PLOT_ACCURACY_VS_DP_EPSILON = "accuracy_vs_dp_epsilon.png"
 METRIC_COLUMNS = ("final_test_accuracy", "best_test_accuracy", "byzantine_selection_rate",
                   "final_epsilon_max", "seconds")
-ATTACK_KEYS = ("attack", "ipm-epsilon", "ipm-knowledge", "attack-start-round")
+# The attack's own keys, and those its declared parameters add (ipm-epsilon, ...)
+ATTACK_KEYS = ("attack", "attack-knowledge", "attack-start-round",
+               *(key for key, d in DECLARED.items() if d.role == ATTACK))
 DP_KEYS = ("dp", "dp-noise-multiplier", "dp-target-epsilon", "dp-max-grad-norm", "dp-delta",
            "dp-accountant", "dp-max-epsilon", "dp-grad-sample-mode")
-AXIS_LABELS = {"num-attackers": "number of attackers q", "ipm-epsilon": "IPM epsilon",
-               "num-byzantine": "declared f", "dirichlet-alpha": "Dirichlet alpha"}
+AXIS_LABELS = {"num-attackers": "number of attackers q", "num-byzantine": "declared f",
+               "dirichlet-alpha": "Dirichlet alpha",
+               **{key: d.param.axis_label for key, d in DECLARED.items()}}
 DPI = 150
+
+def plot_accuracy_vs(key: str) -> str:
+    """The file of final accuracy against a declared parameter ``key`` (when it varies).
+
+    >>> plot_accuracy_vs("ipm-epsilon")
+    'accuracy_vs_ipm_epsilon.png'
+    """
+    return f"accuracy_vs_{key.replace('-', '_')}.png"
+
 
 def format_value(value: Any) -> str:
     """A config value as the reports print it (booleans as TOML writes them)."""
@@ -75,10 +89,10 @@ class CellResult:
     def config(self) -> dict[str, Any]:
         """The resolved run configuration (run-config keys).
 
-        A key missing from an older run's summary (added to the app since) reads as
-        its default, as :func:`fl_app.experiments.sweep.config_differences` counts it.
+        Read as :func:`fl_app.runs.layout.config_differences` reads it: a key added
+        to the app since reads as its default, a renamed key under its new name.
         """
-        return {**{k: f.default for k, f in KEYS.items()}, **self.summary.get("config", {})}
+        return stored_config(self.summary.get("config", {}))
 
     @property
     def accuracies(self) -> list[float]:
@@ -99,8 +113,7 @@ class CellResult:
 def load_run(path: str | Path) -> CellResult:
     """Read one run folder (``summary.json`` and ``rounds.csv``)."""
     path = Path(path)
-    summary = json.loads((path / "summary.json").read_text())
-    return CellResult(path.name, path, summary, read_csv(path / "rounds.csv"))
+    return CellResult(path.name, path, read_summary(path), read_csv(path / layout.ROUNDS))
 
 
 def read_manifest(out: Path) -> dict[str, Any]:
@@ -119,7 +132,7 @@ def load_cells(out: str | Path) -> tuple[list[CellResult], list[str]]:
     """
     out = Path(out)
     order = [c["name"] for c in read_manifest(out).get("cells", [])]
-    folders = sorted(p for p in out.iterdir() if (p / "summary.json").is_file()) \
+    folders = sorted(p for p in out.iterdir() if (p / layout.SUMMARY).is_file()) \
         if out.is_dir() else []
     folders.sort(key=lambda p: (order.index(p.name) if p.name in order else len(order), p.name))
     finished, unfinished = [], []

@@ -6,6 +6,7 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
+from fl_app.config import DECLARED
 from fl_app.experiments.reports.figures import (
     plot_accuracy_per_round,
     plot_accuracy_vs_dp_epsilon,
@@ -16,10 +17,10 @@ from fl_app.experiments.reports.reading import (
     PLOT_ACCURACY_PER_ROUND,
     PLOT_ACCURACY_VS_ATTACKERS,
     PLOT_ACCURACY_VS_DP_EPSILON,
-    PLOT_ACCURACY_VS_IPM_EPSILON,
     SWEEP_CSV,
     CellResult,
     load_cells,
+    plot_accuracy_vs,
     read_manifest,
 )
 
@@ -28,7 +29,8 @@ def write_reports(out: str | Path) -> list[Path]:
     """Write ``sweep.csv`` and every plot that applies to the finished cells under ``out``.
 
     Always: ``sweep.csv`` and test accuracy per round. When ``num-attackers``
-    varies: final accuracy against it; when ``ipm-epsilon`` varies: against that;
+    varies: final accuracy against it; when a parameter a strategy or attack declares
+    varies (``ipm-epsilon``, ...): against that (:func:`plot_accuracy_vs`);
     when a DP key varies (``dp``, ``dp-noise-multiplier``, ``dp-target-epsilon``):
     final accuracy against the final DP epsilon. A plot that no longer applies
     is removed. Returns the files written (none when no cell has finished).
@@ -42,13 +44,13 @@ def write_reports(out: str | Path) -> list[Path]:
     plots = {PLOT_ACCURACY_PER_ROUND: lambda p: plot_accuracy_per_round(cells, p)}
     if "num-attackers" in keys:
         plots[PLOT_ACCURACY_VS_ATTACKERS] = lambda p: plot_final_accuracy(cells, "num-attackers", p)
-    if "ipm-epsilon" in keys:
-        plots[PLOT_ACCURACY_VS_IPM_EPSILON] = lambda p: plot_final_accuracy(
-            cells, "ipm-epsilon", p, log_x=_spans_decades(cells, "ipm-epsilon"))
+    for key in (k for k in DECLARED if k in keys):
+        plots[plot_accuracy_vs(key)] = lambda p, key=key: plot_final_accuracy(
+            cells, key, p, log_x=_spans_decades(cells, key))
     if {"dp", "dp-noise-multiplier", "dp-target-epsilon"} & set(keys):
         plots[PLOT_ACCURACY_VS_DP_EPSILON] = lambda p: plot_accuracy_vs_dp_epsilon(cells, p)
     for name in (PLOT_ACCURACY_PER_ROUND, PLOT_ACCURACY_VS_ATTACKERS,
-                 PLOT_ACCURACY_VS_IPM_EPSILON, PLOT_ACCURACY_VS_DP_EPSILON):
+                 *map(plot_accuracy_vs, DECLARED), PLOT_ACCURACY_VS_DP_EPSILON):
         if name in plots:
             plots[name](out / name)
             written.append(out / name)

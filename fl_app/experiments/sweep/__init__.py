@@ -46,9 +46,10 @@ from fl_app.experiments.sweep.cells import (
 )
 from fl_app.experiments.sweep.cli import build_parser, main
 from fl_app.experiments.sweep.progress import RichProgress, SweepProgress, make_progress
-from fl_app.experiments.sweep.resume import cell_state, config_differences
+from fl_app.experiments.sweep.resume import cell_state
 from fl_app.experiments.sweep.runner import run_sweep, simulate_runner
 from fl_app.experiments.sweep.values import parse_grid, parse_overrides, parse_value
+from fl_app.runs.layout import config_differences
 
 __all__ = ["Cell", "CellRunner", "RichProgress", "SweepError", "SweepProgress", "SweepResult",
            "build_parser", "cell_name", "cell_state", "config_differences", "expand_grid",

@@ -2,39 +2,12 @@
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
-from fl_app.config import KEYS, parse_run_config
-from fl_app.experiments.sweep.cells import Cell, SweepError, comparable_config
-
-
-def config_differences(recorded: Mapping[str, Any], wanted: Mapping[str, Any]
-                       ) -> dict[str, tuple[Any, Any]]:
-    """Keys whose recorded value differs from the wanted one: ``{key: (recorded, wanted)}``.
-
-    A key missing from ``recorded`` (a run made before the key existed) counts as
-    its default. Keys only in ``recorded`` (since removed) and the keys that only
-    say where a run was written are ignored.
-
-    >>> config_differences({"seed": 0, "strategy": "krum"}, {"seed": 1, "strategy": "krum"})
-    {'seed': (0, 1)}
-    >>> config_differences({"seed": 0}, {"seed": 0, "num-server-rounds": 20})
-    {}
-    """
-    missing = object()
-    diff = {}
-    for key, value in comparable_config(wanted).items():
-        old = recorded.get(key, missing)
-        if old is missing:
-            old = KEYS[key].default if key in KEYS else None
-            if old == value:
-                continue
-        if old != value:
-            diff[key] = (old, value)
-    return diff
+from fl_app.config import parse_run_config
+from fl_app.experiments.sweep.cells import Cell, SweepError
+from fl_app.runs.layout import config_differences, read_summary
 
 
 def cell_state(cell: Cell, cell_dir: Path) -> str:
@@ -48,7 +21,7 @@ def cell_state(cell: Cell, cell_dir: Path) -> str:
     if not cell_dir.exists():
         return "new"
     try:
-        summary = json.loads((cell_dir / "summary.json").read_text())
+        summary = read_summary(cell_dir)
     except (OSError, ValueError):
         return "interrupted"
     if summary.get("status") != "finished":
@@ -68,7 +41,7 @@ def check_no_changed_cells(out: Path, cells: Sequence[Cell]) -> None:
         return
     lines = []
     for cell in changed:
-        old = json.loads((out / cell.name / "summary.json").read_text())["config"]
+        old = read_summary(out / cell.name)["config"]
         diff = config_differences(old, parse_run_config(cell.run_config).as_dict())
         lines.append(f"  - {cell.name}: " + ", ".join(f"{k}: {a!r} -> {b!r}"
                                                        for k, (a, b) in diff.items()))

@@ -34,7 +34,7 @@ def test_pyproject_defaults_parse():
     ("partitioning", "pathological", "['iid', 'dirichlet']"),
     ("strategy", "bulyan", "'fedavg', 'krum', 'multikrum'"),
     ("attack", "backdoor", "'ipm'"),
-    ("ipm-knowledge", "telepathy", "['own', 'colluders', 'omniscient']"),
+    ("attack-knowledge", "telepathy", "['own', 'colluders', 'omniscient']"),
     ("fraction-fit", 0.0, "(0, 1]"),
     ("fraction-fit", 1.5, "(0, 1]"),
     ("num-server-rounds", 0, ">= 1"),
@@ -78,7 +78,7 @@ def test_attack_combinations():
         parse_run_config({"attack": "ipm", "num-attackers": 0})
     with pytest.raises(ConfigErrors, match="update-crafting"):
         parse_run_config({"attack": "label-flip", "num-attackers": 1,
-                          "ipm-knowledge": "omniscient"})
+                          "attack-knowledge": "omniscient"})
     with pytest.raises(ConfigErrors, match="never start"):
         parse_run_config({"attack": "ipm", "num-attackers": 1, "num-server-rounds": 3,
                           "attack-start-round": 4})

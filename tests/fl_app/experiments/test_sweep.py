@@ -27,7 +27,7 @@ from fl_app.runs.recorder import ROUND_COLUMNS, RunRecorder, resolve_run_dir
 
 SMALL = {"num-server-rounds": 2, "fraction-fit": 1.0}
 GRID = {"num-attackers": [1, 3], "strategy": ["fedavg", "krum"]}
-ATTACK = {**SMALL, "attack": "ipm", "ipm-knowledge": "omniscient", "num-byzantine": -1}
+ATTACK = {**SMALL, "attack": "ipm", "attack-knowledge": "omniscient", "num-byzantine": -1}
 NAMES = ["num-attackers=1,strategy=fedavg", "num-attackers=1,strategy=krum",
          "num-attackers=3,strategy=fedavg", "num-attackers=3,strategy=krum"]
 
@@ -361,7 +361,7 @@ def write_cell(out, name, overrides, accuracies, byzantine="", selected="", num_
 
 
 def test_sweep_csv_and_plots_come_from_the_cell_folders(tmp_path):
-    attack = {"attack": "ipm", "ipm-knowledge": "omniscient", "num-byzantine": -1}
+    attack = {"attack": "ipm", "attack-knowledge": "omniscient", "num-byzantine": -1}
     for q in (1, 3):
         write_cell(tmp_path, f"num-attackers={q},strategy=krum",
                    {**attack, "strategy": "krum", "num-attackers": q}, [0.1, 0.5, 0.2],
@@ -439,7 +439,7 @@ def test_a_real_sweep_runs_end_to_end_and_matches_a_direct_simulation(tmp_path_f
     """
     out = tmp_path_factory.getbasetemp() / "notebooks" / "robustness"
     argv = ["--preset", "seed-krum-ipm-small", "--set", "num-server-rounds=2",
-            "attack-start-round=2", "num-attackers=2", "ipm-knowledge=colluders",
+            "attack-start-round=2", "num-attackers=2", "attack-knowledge=colluders",
             "--grid", "strategy=fedavg,krum", "--out", str(out)]
     assert main(argv) == 0
     cells, unfinished = reports.load_cells(out)

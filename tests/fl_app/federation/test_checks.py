@@ -15,11 +15,11 @@ def attack_cfg(**kw):
 def test_attackers_and_the_omniscient_adversary_are_checked_against_the_federation():
     with pytest.raises(ConfigErrors, match="num-attackers"):
         check_federation(attack_cfg(**{"num-attackers": 12}), 10, True)
-    omni = attack_cfg(**{"ipm-knowledge": "omniscient"})
+    omni = attack_cfg(**{"attack-knowledge": "omniscient"})
     with pytest.raises(ConfigErrors, match="only a simulation"):
         check_federation(omni, 10, False)
     check_federation(omni, 10, True)  # fine in a simulation
-    too_many = attack_cfg(**{"ipm-knowledge": "omniscient", "num-attackers": 5})
+    too_many = attack_cfg(**{"attack-knowledge": "omniscient", "num-attackers": 5})
     with pytest.raises(ConfigErrors, match="fewer than the clients sampled"):
         check_federation(too_many, 10, True)  # 5 sampled per round, 5 corrupted
 

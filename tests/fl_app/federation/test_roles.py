@@ -17,7 +17,7 @@ N = 10
 
 def attack_cfg(**kw):
     return parse_run_config({"attack": "ipm", "num-attackers": 3, "ipm-epsilon": 0.5,
-                             "ipm-knowledge": "colluders", **kw})
+                             "attack-knowledge": "colluders", **kw})
 
 
 def byzantine_clients(cfg, calls=None):
@@ -60,7 +60,7 @@ def test_colluders_differ_across_rounds_and_own_mode_differs_across_clients():
     c = byzantine_clients(cfg)[0]
     r2, r3 = (flatten(c.fit(w, {keys.SERVER_ROUND: r})[0]) for r in (2, 3))
     assert not np.array_equal(r2, r3)
-    own = byzantine_clients(attack_cfg(**{"ipm-knowledge": "own"}))
+    own = byzantine_clients(attack_cfg(**{"attack-knowledge": "own"}))
     a, b = (flatten(x.fit(w, {keys.SERVER_ROUND: 2})[0]) for x in own[:2])
     assert not np.array_equal(a, b)
 
@@ -91,12 +91,12 @@ def test_roles_follow_the_seeded_draw_or_the_node_config():
     honest_pid = next(p for p in range(N) if p not in byz)
     assert is_byzantine(cfg, {keys.BYZANTINE: "true"}, honest_pid, N)
     assert not is_byzantine(cfg, {keys.BYZANTINE: False}, byz[0], N)
-    omni = attack_cfg(**{"ipm-knowledge": "omniscient"})
+    omni = attack_cfg(**{"attack-knowledge": "omniscient"})
     assert not any(is_byzantine(omni, {}, p, N) for p in range(N))  # the server attacks
 
 
 def test_omniscient_hook_corrupts_exactly_q_from_the_start_round():
-    cfg = attack_cfg(**{"ipm-knowledge": "omniscient", "attack-start-round": 3})
+    cfg = attack_cfg(**{"attack-knowledge": "omniscient", "attack-start-round": 3})
     hook = omniscient_hook(cfg)
     updates = np.random.default_rng(0).normal(size=(8, 50))
     for rnd in (1, 2):

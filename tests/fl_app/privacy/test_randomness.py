@@ -146,7 +146,7 @@ def test_device_client_refuses_seeded_noise_whatever_the_server_checked():
     with pytest.raises(ConfigError) as info:
         fit_weights(client)
     assert info.value.key == "dp-noise-source"
-    assert keys.DP_STATE not in client.state  # nothing trained, nothing charged
+    assert keys.DP_ACCOUNTANT_STATE not in client.state  # nothing trained, nothing charged
 
 
 def test_seeded_noise_is_refused_at_start_on_devices():

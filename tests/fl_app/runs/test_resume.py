@@ -36,7 +36,7 @@ from tests._processes import Processes, with_descendants
 # per round and 2 evaluated: every piece of state a round carries over is exercised (the
 # model, the sampler's stream, used by fit and evaluate sampling, the DP accountants).
 RUN = {"num-server-rounds": 5, "fraction-fit": 0.72, "fraction-evaluate": 0.3,
-       "strategy": "krum", "attack": "ipm", "num-attackers": 1, "ipm-knowledge": "colluders",
+       "strategy": "krum", "attack": "ipm", "num-attackers": 1, "attack-knowledge": "colluders",
        "ipm-epsilon": 0.5, "attack-start-round": 2, "dp": True, "dp-noise-multiplier": 1.0,
        "learning-rate": 0.1}
 NODES = 7
@@ -163,14 +163,15 @@ def test_a_dp_client_without_state_continues_from_the_accountant_it_reported():
     _, _, first = kept.fit(weights, {keys.SERVER_ROUND: 1})
     w_kept, _, second = kept.fit(weights, {keys.SERVER_ROUND: 2})
     resumed = HonestClient(cfg, 2, 5, simulated=True)  # empty context.state
+    returned = first[keys.DP_ACCOUNTANT_STATE]
     w_resumed, _, again = resumed.fit(weights, {keys.SERVER_ROUND: 2,
-                                                keys.DP_ACCOUNTANT: first[keys.DP_ACCOUNTANT]})
+                                                keys.DP_ACCOUNTANT_STATE: returned})
     assert again[keys.EPSILON] == second[keys.EPSILON] > first[keys.EPSILON] > 0
-    assert again[keys.DP_ACCOUNTANT] == second[keys.DP_ACCOUNTANT]
+    assert again[keys.DP_ACCOUNTANT_STATE] == second[keys.DP_ACCOUNTANT_STATE]
     assert all(np.array_equal(a, b) for a, b in zip(w_kept, w_resumed, strict=True))
     # The node's own state wins over what a server sends (it cannot rewind a budget)
     _, _, third = kept.fit(weights, {keys.SERVER_ROUND: 3,
-                                     keys.DP_ACCOUNTANT: first[keys.DP_ACCOUNTANT]})
+                                     keys.DP_ACCOUNTANT_STATE: first[keys.DP_ACCOUNTANT_STATE]})
     assert third[keys.EPSILON] > second[keys.EPSILON]
 
 
