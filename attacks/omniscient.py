@@ -48,6 +48,28 @@ def choose_corrupted(num_sampled: int, num_attackers: int, rng: np.random.Genera
     return np.sort(rng.choice(n, size=q, replace=False)).astype(np.int64)
 
 
+def _checked_indices(corrupted_indices: np.ndarray, n: int) -> np.ndarray:
+    """The corrupted rows, sorted, if they are distinct integers in ``[0, n)`` leaving one."""
+    indices = np.asarray(corrupted_indices)
+    if indices.size and not np.issubdtype(indices.dtype, np.integer):
+        raise AttackParameterError(
+            f"corrupted_indices must be integers; got dtype {indices.dtype}."
+        )
+    indices = np.sort(indices.astype(np.int64).ravel())
+    if indices.size and (indices[0] < 0 or indices[-1] >= n):
+        raise AttackParameterError(
+            f"corrupted_indices must lie in [0, n) = [0, {n}); got {indices.tolist()}."
+        )
+    if np.unique(indices).size != indices.size:
+        raise AttackParameterError(f"corrupted_indices must be distinct; got {indices.tolist()}.")
+    if indices.size >= n:
+        raise AttackParameterError(
+            f"the omniscient adversary needs at least one honest update; got n={n} updates "
+            f"and q={indices.size} corrupted. Corrupt fewer clients than are sampled."
+        )
+    return indices
+
+
 def corrupt_updates(
     updates: np.ndarray,
     corrupted_indices: np.ndarray,
@@ -85,23 +107,7 @@ def corrupt_updates(
     """
     all_updates = as_update_matrix(updates)
     n = all_updates.shape[0]
-    indices = np.asarray(corrupted_indices)
-    if indices.size and not np.issubdtype(indices.dtype, np.integer):
-        raise AttackParameterError(
-            f"corrupted_indices must be integers; got dtype {indices.dtype}."
-        )
-    indices = np.sort(indices.astype(np.int64).ravel())
-    if indices.size and (indices[0] < 0 or indices[-1] >= n):
-        raise AttackParameterError(
-            f"corrupted_indices must lie in [0, n) = [0, {n}); got {indices.tolist()}."
-        )
-    if np.unique(indices).size != indices.size:
-        raise AttackParameterError(f"corrupted_indices must be distinct; got {indices.tolist()}.")
-    if indices.size >= n:
-        raise AttackParameterError(
-            f"the omniscient adversary needs at least one honest update; got n={n} updates "
-            f"and q={indices.size} corrupted. Corrupt fewer clients than are sampled."
-        )
+    indices = _checked_indices(corrupted_indices, n)
     honest = np.ones(n, dtype=bool)
     honest[indices] = False
     crafted = craft_byzantine_updates(attack_name, all_updates[honest], indices.size, rng, **params)

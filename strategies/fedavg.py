@@ -171,6 +171,32 @@ class UpdateSpaceFedAvg(FedAvg):
         # Flower hands over a raised error without its client: name those by elimination
         answered = {proxy.cid for proxy, _ in results}
         report.failed = [cid for cid in self._sent if cid not in answered]
+        accepted = self._screen_results(server_round, results, report)
+        updates = self._drop_absurd_norms(server_round, report,
+                                          stack_updates(accepted, self._global))
+        report.num_failures += len(report.rejected)
+        problem = self._why_not_aggregate(report, len(updates))
+        if problem:
+            return self._keep_global(report, problem)
+        if self.update_hook is not None:
+            updates, report.corrupted = self.update_hook(server_round, updates,
+                                                         report.client_metrics)
+        try:
+            result = self.aggregate_updates(updates, report.num_examples)
+            with np.errstate(over="ignore", invalid="ignore"):
+                new_weights = unflatten(flatten(self._global) + result.update, self._global)
+        except (ValueError, FloatingPointError, OverflowError) as exc:
+            return self._keep_global(report, f"aggregation failed: {exc}")
+        if not all(np.all(np.isfinite(w)) for w in new_weights):
+            # never let a non-finite value into the model
+            return self._keep_global(report, "the aggregate is not finite (overflow)")
+        report.selected, report.scores = result.selected, result.scores
+        self._finish(report)
+        return ndarrays_to_parameters(new_weights), {}
+
+    def _screen_results(self, server_round: int, results: list[tuple[ClientProxy, FitRes]],
+                        report: FitRoundReport) -> list[NDArrays]:
+        """The well-formed results that trained, in ``result_order``; the rest go to ``report``."""
         accepted: list[NDArrays] = []
         for proxy, res in sorted(results, key=lambda r: self.result_order(*r)):
             report.received[proxy.cid] = dict(res.metrics)
@@ -189,38 +215,15 @@ class UpdateSpaceFedAvg(FedAvg):
             report.client_ids.append(proxy.cid)
             report.client_metrics.append(dict(res.metrics))
             report.num_examples.append(int(res.num_examples))
-        updates = self._drop_absurd_norms(server_round, report,
-                                          stack_updates(accepted, self._global))
-        report.num_failures += len(report.rejected)
+        return accepted
 
-        problem = self._why_not_aggregate(report, len(updates))
-        if problem:
-            log.warning("round %d: keeping the global model: %s", server_round, problem)
-            report.kept_global, report.note = True, problem
-            self._finish(report)
-            return ndarrays_to_parameters(self._global), {}
-
-        if self.update_hook is not None:
-            updates, report.corrupted = self.update_hook(server_round, updates,
-                                                         report.client_metrics)
-        try:
-            result = self.aggregate_updates(updates, report.num_examples)
-            with np.errstate(over="ignore", invalid="ignore"):
-                new_flat = flatten(self._global) + result.update
-            new_weights = unflatten(new_flat, self._global)
-            finite = all(np.all(np.isfinite(w)) for w in new_weights)
-        except (ValueError, FloatingPointError, OverflowError) as exc:
-            result, finite, problem = None, False, f"aggregation failed: {exc}"
-        else:
-            problem = "" if finite else "the aggregate is not finite (overflow)"
-        if not finite:  # never let a non-finite value into the model
-            log.warning("round %d: keeping the global model: %s", server_round, problem)
-            report.kept_global, report.note = True, problem
-            self._finish(report)
-            return ndarrays_to_parameters(self._global), {}
-        report.selected, report.scores = result.selected, result.scores
+    def _keep_global(self, report: FitRoundReport, problem: str
+                     ) -> tuple[Parameters, dict[str, Scalar]]:
+        """End the round without changing the model, saying why."""
+        log.warning("round %d: keeping the global model: %s", report.server_round, problem)
+        report.kept_global, report.note = True, problem
         self._finish(report)
-        return ndarrays_to_parameters(new_weights), {}
+        return ndarrays_to_parameters(self._global), {}
 
     def _drop_absurd_norms(self, server_round: int, report: FitRoundReport,
                            updates: np.ndarray) -> np.ndarray:

@@ -63,7 +63,3 @@ def params_table() -> str:
             repr(d.param.default) if isinstance(d.param.default, str) else d.param.default)
         rows.append(f"| `{d.key}` | `{default}` | `{d.role}='{d.method}'` | {d.param.help} |")
     return "\n".join(rows)
-
-
-if __name__ == "__main__":  # python -m fl_app.config.methods: print the README's table
-    print(params_table())

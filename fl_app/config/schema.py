@@ -16,9 +16,10 @@ from dataclasses import dataclass, field, fields
 from functools import cached_property
 from typing import Any
 
-from attacks.registry import AttackKind, attack_names, get_attack
+from attacks.registry import AttackKind, attack_names
 from fl_app.config.methods import ATTACK, STRATEGY, declared_keys, method_kwargs
 from fl_app.config.preset import KEY_PRESET, load_preset
+from fl_app.config.threat import ATTACK_KNOWLEDGE, AttackSettings
 from fl_app.errors import ConfigError, ConfigErrors
 from fl_app.learning.data import DATASETS, PARTITIONINGS, DataConfig
 from fl_app.learning.models import MODELS, check_model_fits
@@ -28,7 +29,6 @@ from fl_app.task import TrainSettings
 from strategies.params import at_least, non_negative_finite, one_of, positive_finite
 from strategies.registry import strategy_names
 
-ATTACK_KNOWLEDGE = ("own", "colluders", "omniscient")
 # Keys that say where a run writes and whether it continues there; they never change what
 # it computes (a resumed run, a sweep's cells and its reports compare runs without them).
 PLACEMENT_KEYS = ("output-dir", "run-name", "resume")
@@ -41,43 +41,6 @@ DECLARED = declared_keys()
 
 def _declared_defaults() -> dict[str, Any]:
     return {key: d.param.default for key, d in DECLARED.items()}
-
-
-@dataclass(frozen=True)
-class AttackSettings:
-    """The attack of a run, as the Byzantine clients and the omniscient hook apply it."""
-
-    name: str
-    num_attackers: int
-    knowledge: str  # ATTACK_KNOWLEDGE: what the attackers know of the honest updates
-    start_round: int
-    params: Mapping[str, Any]  # the attack's declared parameters, by keyword
-
-    @property
-    def kind(self) -> AttackKind:
-        """How a client applies the attack."""
-        return get_attack(self.name).kind
-
-    @property
-    def omniscient(self) -> bool:
-        """True when the server-side omniscient adversary attacks (a simulation only)."""
-        return self.name != "none" and self.knowledge == "omniscient"
-
-    @property
-    def client_side(self) -> bool:
-        """True when Byzantine *clients* carry the attack (not the omniscient hook)."""
-        return self.name != "none" and not self.omniscient
-
-    def crafting_params(self, num_clients: int | None = None) -> dict[str, Any]:
-        """The keywords of the attack's crafting function, with the round's context.
-
-        ``num_clients`` (clients sampled per round) is passed to an attack that
-        declares it as context (ALIE); the omniscient hook, which knows the round's
-        updates exactly, passes ``None``.
-        """
-        wanted = get_attack(self.name).context
-        context = {"num_clients": num_clients} if num_clients is not None else {}
-        return {**self.params, **{k: v for k, v in context.items() if k in wanted}}
 
 
 @dataclass(frozen=True)
