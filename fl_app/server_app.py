@@ -26,7 +26,7 @@ from flwr.serverapp import Grid, ServerApp
 from fl_app import keys
 from fl_app.config import RunConfig, parse_run_config
 from fl_app.federation.checks import start_checks
-from fl_app.federation.roles import build_run_model, omniscient_hook
+from fl_app.federation.roles import aggregation_options, build_run_model, omniscient_hook
 from fl_app.federation.sampling import PartitionSampler
 from fl_app.federation.server_loop import ResumableServer
 from fl_app.learning.data import load_test_set
@@ -78,7 +78,7 @@ def build_strategy(cfg: RunConfig, recorder: RunRecorder) -> UpdateSpaceFedAvg:
         return {keys.DP_ACCOUNTANT_STATE: kept} if kept else {}
 
     return make_strategy(
-        cfg.strategy, num_byzantine=cfg.declared_byzantine, params=cfg.strategy_params,
+        cfg.strategy, **aggregation_options(cfg),
         fraction_fit=cfg.fraction_fit, fraction_evaluate=cfg.fraction_evaluate,
         min_fit_clients=1, min_evaluate_clients=1, min_available_clients=1,
         evaluate_fn=evaluate_fn, on_fit_config_fn=round_config,
@@ -114,17 +114,19 @@ def server_fn(context: Context, overrides: Mapping[str, Scalar] | None = None,
                            on_round=on_round)
     sampler = PartitionSampler(cfg.seed)
     recorder.partition_of = sampler.partition_of
+    strategy = build_strategy(cfg, recorder)
     if checkpoint is not None:
         recorder.set_state(checkpoint.recorder_state)
         sampler.set_state(checkpoint.sampler_state)
+        strategy.set_state(checkpoint.strategy_state)  # a centre, a momentum buffer
 
     def save(server_round: int, parameters: Parameters) -> None:
         save_checkpoint(run_dir, Checkpoint(
             server_round, parameters_to_ndarrays(parameters), cfg.as_dict(),
-            sampler.get_state(), recorder.get_state()))
+            sampler.get_state(), recorder.get_state(), strategy.get_state()))
 
     server = ResumableServer(
-        client_manager=sampler, strategy=build_strategy(cfg, recorder), on_round_end=save,
+        client_manager=sampler, strategy=strategy, on_round_end=save,
         before_first_round=start_checks(cfg, recorder), on_failure=recorder.fail,
         start_after=checkpoint.server_round if checkpoint else None,
         start_weights=checkpoint.weights if checkpoint else None)

@@ -28,3 +28,7 @@ class UpdatesError(StrategyError, ValueError):
 
 class UnknownStrategyError(StrategyError, ValueError):
     """A strategy name that is not registered; the message lists the valid ones."""
+
+
+class RuleParameterError(StrategyError, ValueError):
+    """A parameter of an aggregation rule or pre-aggregation outside its allowed values."""

@@ -5,9 +5,11 @@ changes one thing about the round: results are turned into updates
 ``d_i = w_i - w`` against the weights ``w`` this round sent, malformed results
 are rejected per client, an optional server-side hook may rewrite updates (the
 simulation-only omniscient adversary of :mod:`attacks`), and the aggregate is
-``w + aggregate_updates(d_1..d_n)``. Subclasses override only
-:meth:`UpdateSpaceFedAvg.aggregate_updates` (Krum, Multi-Krum) and
-:meth:`UpdateSpaceFedAvg.min_results` (their size rule).
+``w + step``, where ``step`` comes from an
+:class:`~strategies.pipeline.AggregationPipeline`: the pre-aggregation steps, the
+rule (FedAvg's mean by default; :class:`RuleStrategy` names any registered rule) and
+the server optimiser. The rule's size condition (Krum's ``n >= 2f + 3``, ...) is
+checked before the round and again after rejections.
 
 Every round ends with a :class:`FitRoundReport` handed to ``on_fit_round``:
 which clients answered, which were rejected and why, which abstained (a result
@@ -37,19 +39,14 @@ from flwr.server.client_manager import ClientManager
 from flwr.server.client_proxy import ClientProxy
 from flwr.server.strategy import FedAvg
 
-from strategies.mean import weighted_mean_update
+from strategies.contract import RuleResult
+from strategies.pipeline import AggregationPipeline
 from strategies.updates import flatten, malformed_reason, stack_updates, unflatten
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class AggregateResult:
-    """What an aggregator returns: the update to apply and which rows it used."""
-
-    update: np.ndarray
-    selected: list[int]
-    scores: list[float] | None = None
+AggregateResult = RuleResult  # the update to apply, and which rows the rule used
 
 
 @dataclass
@@ -62,6 +59,8 @@ class FitRoundReport:
     num_examples: list[int] = field(default_factory=list)
     selected: list[int] = field(default_factory=list)
     scores: list[float] | None = None
+    clipped: list[int] = field(default_factory=list)  # rows the rule or a step clipped
+    iterations: int | None = None  # iterations an iterative rule used
     corrupted: list[int] = field(default_factory=list)
     rejected: list[tuple[str, str]] = field(default_factory=list)
     # Node ids sent work this round that returned no result (an error, a timeout)
@@ -101,6 +100,9 @@ class UpdateSpaceFedAvg(FedAvg):
     client_config_fn:
         Optional extra fit config per client, ``proxy -> dict`` merged over the
         round's config (the app returns a resumed client's DP accountant).
+    pipeline:
+        The aggregation (:class:`~strategies.pipeline.AggregationPipeline`); default
+        FedAvg's example-weighted mean, no pre-aggregation, server step 1.
     """
 
     def __init__(self, *, update_hook: UpdateHook | None = None,
@@ -108,8 +110,10 @@ class UpdateSpaceFedAvg(FedAvg):
                  max_failures: int | None = None, max_update_norm: float | None = None,
                  result_order: Callable[[ClientProxy, FitRes], Any] | None = None,
                  client_config_fn: Callable[[ClientProxy], dict[str, Scalar]] | None = None,
+                 pipeline: AggregationPipeline | None = None,
                  **fedavg_kwargs: Any) -> None:
         super().__init__(**fedavg_kwargs)
+        self.pipeline = pipeline or AggregationPipeline()
         if max_failures is not None and max_failures < 0:
             raise ValueError(f"max_failures must be >= 0 or None; got {max_failures}")
         if max_update_norm is not None and not max_update_norm > 0:
@@ -128,21 +132,28 @@ class UpdateSpaceFedAvg(FedAvg):
     def __repr__(self) -> str:
         return f"{type(self).__name__}(max_failures={self.max_failures})"
 
+
     # ------------------------------------------------------------------ aggregator
     def min_results(self) -> int:
-        """Fewest accepted results a round can aggregate (FedAvg: one)."""
-        return 1
+        """Fewest accepted results a round can aggregate (FedAvg: one, Krum: 2f + 3)."""
+        return self.pipeline.min_clients()
 
     def check_num_clients(self, num_clients: int) -> None:
-        """Raise if a round of ``num_clients`` results could never be aggregated."""
-        if num_clients < self.min_results():
-            raise ValueError(f"{type(self).__name__} needs at least {self.min_results()} "
-                             f"clients per round; got {num_clients}")
+        """Raise (a ``ValueError``) if a round of ``num_clients`` results cannot be aggregated."""
+        self.pipeline.check_size(num_clients)
 
-    def aggregate_updates(self, updates: np.ndarray, num_examples: list[int]) -> AggregateResult:
-        """Aggregate the ``(n, d)`` updates; FedAvg: the example-weighted mean."""
-        return AggregateResult(weighted_mean_update(updates, num_examples),
-                               list(range(len(num_examples))))
+    def aggregate_updates(self, updates: np.ndarray, num_examples: list[int],
+                          server_round: int = 0) -> AggregateResult:
+        """The step for the ``(n, d)`` updates (:meth:`AggregationPipeline.aggregate`)."""
+        return self.pipeline.aggregate(updates, num_examples, server_round)
+
+    def get_state(self) -> dict[str, np.ndarray]:
+        """The state carried across rounds (a centre, a momentum buffer), for checkpoints."""
+        return {key: np.array(value, copy=True) for key, value in self.pipeline.state.items()}
+
+    def set_state(self, state: dict[str, np.ndarray]) -> None:
+        """Restore what :meth:`get_state` returned (a resumed run)."""
+        self.pipeline.state = {key: np.asarray(value) for key, value in state.items()}
 
     # ------------------------------------------------------------------ Flower API
     def configure_fit(self, server_round: int, parameters: Parameters,
@@ -182,7 +193,7 @@ class UpdateSpaceFedAvg(FedAvg):
             updates, report.corrupted = self.update_hook(server_round, updates,
                                                          report.client_metrics)
         try:
-            result = self.aggregate_updates(updates, report.num_examples)
+            result = self.aggregate_updates(updates, report.num_examples, server_round)
             with np.errstate(over="ignore", invalid="ignore"):
                 new_weights = unflatten(flatten(self._global) + result.update, self._global)
         except (ValueError, FloatingPointError, OverflowError) as exc:
@@ -190,7 +201,9 @@ class UpdateSpaceFedAvg(FedAvg):
         if not all(np.all(np.isfinite(w)) for w in new_weights):
             # never let a non-finite value into the model
             return self._keep_global(report, "the aggregate is not finite (overflow)")
-        report.selected, report.scores = result.selected, result.scores
+        report.selected = list(range(len(updates))) if result.selected is None else result.selected
+        report.scores, report.iterations = result.scores, result.iterations
+        report.clipped = result.clipped or []
         self._finish(report)
         return ndarrays_to_parameters(new_weights), {}
 
@@ -249,9 +262,10 @@ class UpdateSpaceFedAvg(FedAvg):
                     "accept-failures allows")
         if report.num_failures and not self.accept_failures:
             return f"{report.num_failures} failure(s) and accept_failures is off"
-        if num_accepted < max(self.min_results(), 1):
-            return (f"{num_accepted} usable result(s), {type(self).__name__} needs "
-                    f"{self.min_results()}")
+        try:
+            self.check_num_clients(num_accepted)
+        except ValueError as exc:
+            return f"{num_accepted} usable result(s): {exc}"
         if sum(report.num_examples) <= 0:
             return "no client reported any training examples"
         return ""
@@ -259,3 +273,27 @@ class UpdateSpaceFedAvg(FedAvg):
     def _finish(self, report: FitRoundReport) -> None:
         if self.on_fit_round is not None:
             self.on_fit_round(report)
+
+
+class RuleStrategy(UpdateSpaceFedAvg):
+    """:class:`UpdateSpaceFedAvg` aggregating with a registered rule (``median``, ...).
+
+    ``rule`` names a rule of :mod:`strategies.rules`; ``params`` its declared parameters
+    by keyword; ``preaggregation``, ``server_learning_rate``, ``server_momentum`` and
+    ``seed`` (for randomized pre-aggregation) go to the pipeline.
+    """
+
+    def __init__(self, rule: str, *, num_byzantine: int = 0,
+                 params: dict[str, Any] | None = None,
+                 preaggregation: tuple[tuple[str, dict[str, Any]], ...] = (),
+                 server_learning_rate: float = 1.0, server_momentum: float = 0.0,
+                 seed: int = 0, **kwargs: Any) -> None:
+        if num_byzantine < 0:
+            raise ValueError(f"num_byzantine must be >= 0; got f={num_byzantine}")
+        super().__init__(pipeline=AggregationPipeline(
+            rule, num_byzantine, dict(params or {}), preaggregation, server_learning_rate,
+            server_momentum, seed), **kwargs)
+        self.num_byzantine = num_byzantine
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.pipeline.rule!r}, f={self.num_byzantine})"

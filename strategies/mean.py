@@ -16,6 +16,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from strategies.contract import Rule, RuleResult
+from strategies.preconditions import check_min_clients
+
 
 def weighted_mean_update(updates: np.ndarray, num_examples: Sequence[int]) -> np.ndarray:
     """Return the example-weighted mean of the rows of ``updates`` (float64).
@@ -30,3 +33,19 @@ def weighted_mean_update(updates: np.ndarray, num_examples: Sequence[int]) -> np
     if np.any(counts < 0) or counts.sum() <= 0:
         raise ValueError(f"example counts must be >= 0 with a positive total; got {counts}")
     return (counts / counts.sum()) @ np.asarray(updates, dtype=np.float64)
+
+
+def check_size(num_clients: int, num_byzantine: int) -> None:
+    """The mean needs one update (it tolerates no Byzantine one, whatever f says)."""
+    check_min_clients("fedavg", num_clients, num_byzantine, 1, "1")
+
+
+def rule(updates: np.ndarray, *, num_byzantine: int,
+         weights: Sequence[float] | None) -> RuleResult:
+    """The registry's adapter: weighted by ``weights`` (example counts), else uniform."""
+    counts = np.ones(len(updates)) if weights is None else weights
+    return RuleResult(weighted_mean_update(updates, counts))
+
+
+RULES = (Rule("fedavg", rule, check_size, weighted=True, count_weighted=True,
+              description="example-weighted mean (McMahan et al. 2017)"),)

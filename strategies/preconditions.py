@@ -34,23 +34,7 @@ def check_krum_size(num_clients: int, num_byzantine: int) -> None:
     ...
     strategies.errors.ByzantineSizeError: Krum needs n >= 2f + 3 clients; got n=12, f=5. ...
     """
-    n = _require_int("num_clients", num_clients, ByzantineSizeError)
-    f = _require_int("num_byzantine", num_byzantine, ByzantineSizeError)
-    if f < 0:
-        raise ByzantineSizeError(
-            f"num-byzantine must be >= 0; got f={f}. Declare how many clients may be "
-            "Byzantine (0 if you trust them all)."
-        )
-    if n < 1:
-        raise ByzantineSizeError(
-            f"Krum needs at least one client; got n={n}. Check that clients answered "
-            "this round."
-        )
-    if n < 2 * f + 3:
-        raise ByzantineSizeError(
-            f"Krum needs n >= 2f + 3 clients; got n={n}, f={f}. Sample more clients per "
-            "round or declare a smaller num-byzantine."
-        )
+    check_min_clients("Krum", num_clients, num_byzantine, 2 * num_byzantine + 3, "2f + 3")
 
 
 def check_num_selected(num_clients: int, num_selected: int) -> None:
@@ -104,4 +88,36 @@ def check_update_matrix(updates: object) -> None:
         raise UpdatesError(
             f"updates must be float32 or float64; got {updates.dtype}. "
             "Convert with updates.astype(np.float32)."
+        )
+
+
+def check_min_clients(rule: str, num_clients: int, num_byzantine: int, minimum: int,
+                      formula: str) -> None:
+    """Raise :class:`ByzantineSizeError` unless ``n >= minimum`` (``formula`` in terms of f).
+
+    The shared check of the robust rules' size conditions (``n >= 2f + 1`` for the
+    median, ``n >= 4f + 3`` for Bulyan, ...); ``f >= 0`` and ``n >= 1`` first.
+
+    >>> check_min_clients("median", 5, 2, 5, "2f + 1")
+    >>> check_min_clients("median", 4, 2, 5, "2f + 1")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    strategies.errors.ByzantineSizeError: median needs n >= 2f + 1 clients; got n=4, f=2. ...
+    """
+    n = _require_int("num_clients", num_clients, ByzantineSizeError)
+    f = _require_int("num_byzantine", num_byzantine, ByzantineSizeError)
+    if f < 0:
+        raise ByzantineSizeError(
+            f"num-byzantine must be >= 0; got f={f}. Declare how many clients may be "
+            "Byzantine (0 if you trust them all)."
+        )
+    if n < 1:
+        raise ByzantineSizeError(
+            f"{rule} needs at least one client; got n={n}. Check that clients answered "
+            "this round."
+        )
+    if n < max(minimum, 1):
+        raise ByzantineSizeError(
+            f"{rule} needs n >= {formula} clients; got n={n}, f={f}. Sample more clients "
+            "per round or declare a smaller num-byzantine."
         )

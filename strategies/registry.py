@@ -1,8 +1,11 @@
 """The aggregation strategies, registered by name (the ``strategy`` run-config key).
 
-Adding an aggregator is one file with its math, its Flower class and its declared
-parameters (:class:`strategies.params.Param`, run-config keys ``<name>-<param>``), plus
-one :func:`register_strategy` line here.
+Every rule of :mod:`strategies.rules` is a strategy of the same name, with the rule's
+declared parameters (run-config keys ``<name>-<param>``). FedAvg, Krum and Multi-Krum
+keep their own classes (:class:`~strategies.fedavg.UpdateSpaceFedAvg`,
+:mod:`strategies.krum_strategy`); every other rule is a
+:class:`~strategies.fedavg.RuleStrategy`. Adding an aggregator is therefore one rule
+file plus one line in :mod:`strategies.rules`.
 """
 
 from __future__ import annotations
@@ -12,18 +15,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from strategies.errors import UnknownStrategyError
-from strategies.fedavg import UpdateSpaceFedAvg
-from strategies.krum_strategy import MULTIKRUM_PARAMS, Krum, MultiKrum
-from strategies.params import Param, check_declared_keywords
+from strategies.fedavg import RuleStrategy, UpdateSpaceFedAvg
+from strategies.krum import MULTIKRUM_PARAMS
+from strategies.krum_strategy import Krum, MultiKrum
+from strategies.params import Param
+from strategies.rules import RULES
 
+# factory(num_byzantine=f, params={keyword: value}, **strategy_kwargs)
 StrategyFactory = Callable[..., UpdateSpaceFedAvg]
-# Keywords every factory may take that come from the run, not from the method's params.
-CONTEXT = ("num_byzantine",)
 
 
 @dataclass(frozen=True)
 class StrategySpec:
-    """One registered strategy: ``factory(num_byzantine=f, **params, **fedavg_kwargs)``."""
+    """One registered strategy and its declared parameters."""
 
     name: str
     factory: StrategyFactory
@@ -38,7 +42,6 @@ def register_strategy(name: str, factory: StrategyFactory,
     """Register ``factory`` with its declared ``params`` as ``name``; refuse a taken name."""
     if name in STRATEGIES:
         raise ValueError(f"strategy {name!r} is already registered")
-    check_declared_keywords(f"strategy {name!r}", factory, params, CONTEXT)
     STRATEGIES[name] = StrategySpec(name, factory, params)
     return STRATEGIES[name]
 
@@ -58,25 +61,42 @@ def get_strategy(name: str) -> StrategySpec:
 
 
 def make_strategy(name: str, *, num_byzantine: int = 0, params: dict[str, Any] | None = None,
-                  **fedavg_kwargs: Any) -> UpdateSpaceFedAvg:
-    """Build the strategy ``name``; ``params`` by keyword (``{"m": 3}``), defaults otherwise."""
-    spec = get_strategy(name)
-    return spec.factory(num_byzantine=num_byzantine, **(params or {}), **fedavg_kwargs)
+                  **kwargs: Any) -> UpdateSpaceFedAvg:
+    """Build the strategy ``name``; ``params`` by keyword (``{"m": 3}``), defaults otherwise.
+
+    ``kwargs`` go to :class:`~strategies.fedavg.UpdateSpaceFedAvg` (Flower's FedAvg
+    arguments, hooks) and to the pipeline (``preaggregation``, ``server_learning_rate``,
+    ``server_momentum``, ``seed``).
+    """
+    return get_strategy(name).factory(num_byzantine=num_byzantine, params=dict(params or {}),
+                                      **kwargs)
 
 
-def _fedavg(*, num_byzantine: int = 0, **kwargs: Any) -> UpdateSpaceFedAvg:
-    return UpdateSpaceFedAvg(**kwargs)  # FedAvg declares no f: it tolerates none
+def _fedavg(*, num_byzantine: int, params: dict[str, Any], **kwargs: Any) -> UpdateSpaceFedAvg:
+    return RuleStrategy("fedavg", num_byzantine=num_byzantine, **kwargs)
 
 
-def _krum(*, num_byzantine: int = 0, **kwargs: Any) -> UpdateSpaceFedAvg:
+def _krum(*, num_byzantine: int, params: dict[str, Any], **kwargs: Any) -> UpdateSpaceFedAvg:
     return Krum(num_byzantine=num_byzantine, **kwargs)
 
 
-def _multikrum(*, num_byzantine: int = 0, m: int = MULTIKRUM_PARAMS[0].default,
+def _multikrum(*, num_byzantine: int, params: dict[str, Any],
                **kwargs: Any) -> UpdateSpaceFedAvg:
-    return MultiKrum(num_byzantine=num_byzantine, num_selected=m, **kwargs)
+    return MultiKrum(num_byzantine=num_byzantine,
+                     num_selected=params.get("m", MULTIKRUM_PARAMS[0].default), **kwargs)
+
+
+def _rule_factory(rule: str) -> StrategyFactory:
+    def factory(*, num_byzantine: int, params: dict[str, Any],
+                **kwargs: Any) -> UpdateSpaceFedAvg:
+        return RuleStrategy(rule, num_byzantine=num_byzantine, params=params, **kwargs)
+
+    return factory
 
 
 register_strategy("fedavg", _fedavg)
 register_strategy("krum", _krum)
 register_strategy("multikrum", _multikrum, MULTIKRUM_PARAMS)
+for _rule in RULES.values():  # every other rule, as a RuleStrategy
+    if _rule.name not in STRATEGIES:
+        register_strategy(_rule.name, _rule_factory(_rule.name), _rule.params)

@@ -129,7 +129,7 @@ def _die_with_parent() -> None:
     _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def _signal(proc: ProcId, sig: int) -> None:
+def send_signal(proc: ProcId, sig: int) -> None:
     if is_running(proc):
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(proc.pid, sig)
@@ -212,14 +212,14 @@ def stop_services(services: Sequence[Service], grace: float = 10.0) -> None:
             for proc in service.running():
                 pending = True
                 if proc not in termed:
-                    _signal(proc, signal.SIGTERM)
+                    send_signal(proc, signal.SIGTERM)
                     termed.add(proc)
         if not pending:
             return
         time.sleep(0.2)
     for service in services:
         for proc in service.running():
-            _signal(proc, signal.SIGKILL)
+            send_signal(proc, signal.SIGKILL)
         if service.popen.poll() is None:
             service.popen.kill()
         service.popen.wait(timeout=grace)

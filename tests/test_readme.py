@@ -38,7 +38,7 @@ from pathlib import Path
 
 import pytest
 
-from tests._processes import BIN, PROC, ProcId, _signal, free_port, proc_id, with_descendants
+from tests._processes import BIN, PROC, ProcId, free_port, proc_id, send_signal, with_descendants
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
@@ -245,6 +245,9 @@ DOCS: dict[str, Runs | CoveredBy] = {
     "preset='seed-krum-ipm' num-attackers=5": Runs(
         # attack-start-round=1 would be its default, ambiguous next to the preset
         flwr_rounds("num-server-rounds=2 attack-start-round=2"), seed_run_checks, 900),
+    # -- robust aggregation
+    'aggregate("bulyan", mixed, num_byzantine=2)': Runs(lambda text: text,
+                                                        exits_zero("(1000,) (1000,)")),
     # -- sweeps
     "--grid dp=true dp-noise-multiplier=0.5,1.0,2.0": Runs(
         replace(("num-server-rounds=10", "num-server-rounds=1")),
@@ -368,12 +371,12 @@ def user_home(tmp_path_factory, cifar_dir):
     finally:
         procs = with_descendants(managed_superlinks(http_port))
         for proc in procs:
-            _signal(proc, signal.SIGTERM)
+            send_signal(proc, signal.SIGTERM)
         deadline = time.monotonic() + 20
         while with_descendants(procs) and time.monotonic() < deadline:
             time.sleep(0.2)
         for proc in with_descendants(procs):
-            _signal(proc, signal.SIGKILL)
+            send_signal(proc, signal.SIGKILL)
     assert not with_descendants(procs), "the managed SuperLink outlived the docs test"
 
 

@@ -16,8 +16,11 @@ from typing import Any
 from attacks.registry import attack_names, get_attack
 from strategies.params import Param
 from strategies.registry import get_strategy, strategy_names
+from strategies.rules import get_preaggregation, preaggregation_names
 
-STRATEGY, ATTACK = "strategy", "attack"
+# The run-config keys that select a method (pre-aggregation: a comma-separated list)
+STRATEGY, PREAGGREGATION, ATTACK = "strategy", "pre-aggregation", "attack"
+_NAMES = {STRATEGY: strategy_names, PREAGGREGATION: preaggregation_names, ATTACK: attack_names}
 
 
 @dataclass(frozen=True)
@@ -25,18 +28,22 @@ class DeclaredKey:
     """A run-config key declared by a method: ``role`` is the key that selects it."""
 
     key: str
-    role: str  # STRATEGY or ATTACK: the run-config key whose value is `method`
+    role: str  # STRATEGY, PREAGGREGATION or ATTACK: the key whose value names `method`
     method: str
     param: Param
 
 
 def _declarations(role: str, method: str) -> tuple[Param, ...]:
-    return get_strategy(method).params if role == STRATEGY else get_attack(method).params
+    if role == STRATEGY:
+        return get_strategy(method).params
+    if role == PREAGGREGATION:
+        return get_preaggregation(method).params
+    return get_attack(method).params
 
 
 def declared_keys() -> dict[str, DeclaredKey]:
-    """Every method-declared key, strategies first, each in declaration order."""
-    methods = [(STRATEGY, n) for n in strategy_names()] + [(ATTACK, n) for n in attack_names()]
+    """Every method-declared key: strategies, pre-aggregations, attacks, in declaration order."""
+    methods = [(role, name) for role, names in _NAMES.items() for name in names()]
     declared: dict[str, DeclaredKey] = {}
     for role, method in methods:
         for param in _declarations(role, method):
@@ -52,6 +59,26 @@ def method_kwargs(values: Mapping[str, Any], role: str, method: str) -> dict[str
     return {p.kwarg: values[p.key(method)] for p in _declarations(role, method)}
 
 
+def preaggregation_list(value: str) -> list[str]:
+    """The steps of a ``pre-aggregation`` value, in order (``"nnm, bucketing"``).
+
+    A comma-separated string, because Flower's run-config values are scalars.
+
+    >>> preaggregation_list("nnm, bucketing"), preaggregation_list("")
+    (['nnm', 'bucketing'], [])
+    """
+    return [name.strip() for name in value.split(",") if name.strip()]
+
+
+def unknown_preaggregations(value: str) -> str | None:
+    """The rule of the ``pre-aggregation`` key: ``None``, or what is expected instead."""
+    unknown = [n for n in preaggregation_list(value) if n not in preaggregation_names()]
+    if unknown:
+        return (f"a comma-separated list of {preaggregation_names()} (unknown: {unknown}), "
+                "or '' for none")
+    return None
+
+
 def params_table() -> str:
     """The README's table of method parameters (Markdown), generated from the declarations.
 
@@ -61,5 +88,7 @@ def params_table() -> str:
     for d in declared_keys().values():
         default = str(d.param.default).lower() if isinstance(d.param.default, bool) else (
             repr(d.param.default) if isinstance(d.param.default, str) else d.param.default)
-        rows.append(f"| `{d.key}` | `{default}` | `{d.role}='{d.method}'` | {d.param.help} |")
+        selected_by = (f"`{d.method}` in `{d.role}`" if d.role == PREAGGREGATION
+                       else f"`{d.role}='{d.method}'`")
+        rows.append(f"| `{d.key}` | `{default}` | {selected_by} | {d.param.help} |")
     return "\n".join(rows)

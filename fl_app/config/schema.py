@@ -17,7 +17,15 @@ from functools import cached_property
 from typing import Any
 
 from attacks.registry import AttackKind, attack_names
-from fl_app.config.methods import ATTACK, STRATEGY, declared_keys, method_kwargs
+from fl_app.config.methods import (
+    ATTACK,
+    PREAGGREGATION,
+    STRATEGY,
+    declared_keys,
+    method_kwargs,
+    preaggregation_list,
+    unknown_preaggregations,
+)
 from fl_app.config.preset import KEY_PRESET, load_preset
 from fl_app.config.threat import ATTACK_KNOWLEDGE, AttackSettings
 from fl_app.errors import ConfigError, ConfigErrors
@@ -71,6 +79,9 @@ class RunConfig:
     client_threads: int = 1
     strategy: str = "fedavg"
     num_byzantine: int = 0
+    pre_aggregation: str = ""
+    server_learning_rate: float = 1.0
+    server_momentum: float = 0.0
     accept_failures: int = -1
     max_update_norm: float = 1e6
     attack: str = "none"
@@ -140,6 +151,12 @@ class RunConfig:
     def strategy_params(self) -> dict[str, Any]:
         """The strategy's declared parameters, by keyword (``{"m": 0}`` for Multi-Krum)."""
         return method_kwargs(self.method_params, STRATEGY, self.strategy)
+
+    @cached_property
+    def preaggregation_steps(self) -> tuple[tuple[str, dict[str, Any]], ...]:
+        """The ``pre-aggregation`` steps in order, each with its declared parameters."""
+        return tuple((name, method_kwargs(self.method_params, PREAGGREGATION, name))
+                     for name in preaggregation_list(self.pre_aggregation))
 
     def as_dict(self) -> dict[str, Any]:
         """Return the config keyed by run-config key (kebab-case), as written to summary.json."""
@@ -213,6 +230,9 @@ RULES: dict[str, Callable[[Any], str | None]] = {
     "client-threads": at_least(1),
     "strategy": one_of(strategy_names()),
     "num-byzantine": lambda v: None if v >= -1 else "an integer >= 0, or -1 for num-attackers",
+    "pre-aggregation": unknown_preaggregations,
+    "server-learning-rate": positive_finite,
+    "server-momentum": lambda v: None if 0.0 <= v < 1.0 else "a number in [0, 1)",
     "accept-failures": lambda v: None if v >= -1 else "an integer >= 0, or -1 for any number",
     "max-update-norm": lambda v: None if v >= 0 else "a number > 0, or 0 for no limit",
     "attack": one_of(attack_names()),

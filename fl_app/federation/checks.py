@@ -15,7 +15,7 @@ from flwr.server.client_manager import ClientManager
 from attacks.assignment import byzantine_partitions
 from fl_app.config import RunConfig
 from fl_app.errors import ConfigError, ConfigErrors
-from fl_app.federation.roles import sampled_per_round
+from fl_app.federation.roles import aggregation_options, sampled_per_round
 from fl_app.federation.sampling import is_simulated
 from fl_app.learning.data import partition_indices
 from fl_app.privacy import resolve_delta, resolve_noise_multiplier
@@ -27,6 +27,7 @@ from fl_app.privacy.randomness import (
     secure_generator,
 )
 from fl_app.runs.recorder import RunRecorder
+from strategies.errors import RuleParameterError
 from strategies.registry import make_strategy
 
 
@@ -91,10 +92,12 @@ def _attacker_errors(cfg: RunConfig, num_nodes: int, simulated: bool) -> list[Co
 def _round_size_errors(cfg: RunConfig, num_nodes: int) -> list[ConfigError]:
     """The strategy's own rule for the clients sampled per round (Krum: ``n >= 2f + 3``)."""
     sampled = sampled_per_round(cfg, num_nodes)
-    strategy = make_strategy(cfg.strategy, num_byzantine=cfg.declared_byzantine,
-                             params=cfg.strategy_params, fraction_fit=cfg.fraction_fit)
+    strategy = make_strategy(cfg.strategy, **aggregation_options(cfg),
+                             fraction_fit=cfg.fraction_fit)
     try:
         strategy.check_num_clients(sampled)
+    except RuleParameterError as exc:  # a parameter that does not fit this round size
+        return [ConfigError("strategy", cfg.strategy, "parameters that fit the round", str(exc))]
     except ValueError as exc:
         return [ConfigError(
             "num-byzantine", cfg.num_byzantine,

@@ -32,6 +32,19 @@ def build_run_model(cfg: RunConfig) -> nn.Module:
     return make_private_compatible(model) if cfg.dp else model
 
 
+def aggregation_options(cfg: RunConfig) -> dict[str, Any]:
+    """The keywords of :func:`strategies.registry.make_strategy` that say how to aggregate.
+
+    The declared f, the strategy's own parameters, the pre-aggregation steps, the
+    server optimiser and the seed of randomized pre-aggregation (bucketing): the
+    ServerApp and the start checks build the strategy from the same options.
+    """
+    return {"num_byzantine": cfg.declared_byzantine, "params": cfg.strategy_params,
+            "preaggregation": cfg.preaggregation_steps,
+            "server_learning_rate": cfg.server_learning_rate,
+            "server_momentum": cfg.server_momentum, "seed": cfg.seed}
+
+
 def is_byzantine(cfg: RunConfig, node_config: dict[str, Scalar], partition_id: int,
                  num_partitions: int) -> bool:
     """Whether this node runs as a Byzantine client.

@@ -2,11 +2,12 @@
 
 Everything else in a round is a pure function of (seed, round, partition): the
 initial model, each client's training, the Byzantine draw, the attacks, the
-omniscient hook (each seeds its own generator; none draws from a global stream
-across rounds). The strategies keep nothing between rounds either (the weights
-a round sent are its only state). What a round *carries over* is only
+omniscient hook, bucketing (each seeds its own generator; none draws from a global
+stream across rounds). What a round *carries over* is only
 
 * the global model,
+* the aggregation's state (:meth:`strategies.fedavg.UpdateSpaceFedAvg.get_state`):
+  centered clipping's centre and the server momentum buffer, when they are used,
 * the sampler's generator (it draws from one stream, round after round),
 * what the result folder has recorded so far (rounds, clients, Krum scores,
   seconds), and
@@ -25,7 +26,7 @@ from __future__ import annotations
 
 import io
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,8 @@ class Checkpoint:
     config: dict[str, Any]  # RunConfig.as_dict() of the run that wrote it
     sampler_state: dict[str, Any]  # PartitionSampler.get_state()
     recorder_state: dict[str, Any]  # RunRecorder.get_state()
+    # UpdateSpaceFedAvg.get_state(): what the aggregation carries across rounds
+    strategy_state: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def save_checkpoint(run_dir: Path, checkpoint: Checkpoint) -> None:
@@ -63,6 +66,8 @@ def save_checkpoint(run_dir: Path, checkpoint: Checkpoint) -> None:
     buf = io.BytesIO()
     torch.save({"format": CHECKPOINT_FORMAT, "server_round": checkpoint.server_round,
                 "weights": [torch.from_numpy(np.array(w, copy=True)) for w in checkpoint.weights],
+                "strategy": {k: torch.from_numpy(np.array(v, copy=True))
+                             for k, v in checkpoint.strategy_state.items()},
                 "state": json.dumps(state)}, buf)
     atomic_write_bytes(run_dir / CHECKPOINT_FILE, buf.getvalue())
 
@@ -85,7 +90,8 @@ def load_checkpoint(run_dir: Path) -> Checkpoint | None:
                 "start a new run (another run-name).")
         state = json.loads(raw["state"])
         return Checkpoint(int(raw["server_round"]), [t.numpy() for t in raw["weights"]],
-                          state["config"], state["sampler"], state["recorder"])
+                          state["config"], state["sampler"], state["recorder"],
+                          {k: t.numpy() for k, t in raw.get("strategy", {}).items()})
     except CheckpointError:
         raise
     except Exception as exc:  # torch raises many kinds for a file that is not ours

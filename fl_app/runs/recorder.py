@@ -36,6 +36,7 @@ DEFAULT_RUNS_DIR = Path.home() / "fl-runs"
 ROUND_COLUMNS = (
     "round", "test_accuracy", "test_loss", "train_loss", "num_clients", "num_failures",
     "sampled_clients", "byzantine_clients", "selected_clients", "num_selected_byzantine",
+    "clipped_clients", "num_clipped_byzantine", "rule_iterations",
     "rejected_clients", "failed_clients", "abstained_clients", "epsilon_max", "epsilon_mean",
     "kept_global", "note", "seconds",
 )
@@ -211,6 +212,7 @@ class RunRecorder:
             self.scores += [{"round": fit.server_round, "partition": parts[i], "score": s,
                              "selected": int(i in chosen)} for i, s in enumerate(fit.scores)]
         return {
+            **_rule_columns(fit, parts, byz_rows),
             "train_loss": round(float(np.mean(honest_losses)), 6) if honest_losses else "",
             "num_clients": len(metrics), "num_failures": fit.num_failures,
             "sampled_clients": _ids(sorted(parts)),
@@ -296,3 +298,12 @@ class RunRecorder:
         fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
         plt.close(fig)
         atomic_write_bytes(self.run_dir / layout.ACCURACY_PLOT, buf.getvalue())
+
+
+def _rule_columns(fit: Any, parts: list[Any], byz_rows: set[int]) -> dict[str, Any]:
+    """What the rule did beyond selecting: the clients it clipped, its iterations."""
+    clipped = [] if fit.kept_global else list(getattr(fit, "clipped", []))
+    iterations = getattr(fit, "iterations", None)
+    return {"clipped_clients": _ids(parts[i] for i in clipped),
+            "num_clipped_byzantine": sum(i in byz_rows for i in clipped),
+            "rule_iterations": "" if iterations is None or fit.kept_global else iterations}

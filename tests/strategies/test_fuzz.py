@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from strategies.registry import make_strategy, strategy_names
+from strategies.rules import preaggregation_names
 from strategies.updates import malformed_reason
 from tests.strategies.test_fedavg import FakeProxy, fit_res
 
@@ -45,12 +46,8 @@ def rounds(draw):
     return clients, counts
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(rounds(), st.sampled_from(strategy_names()), st.integers(0, 2),
-       st.sampled_from([None, 1e6]))
-def test_no_aggregator_crashes_or_lets_non_finite_values_in(round_, name, f, norm_limit):
-    clients, counts = round_
-    strategy = make_strategy(name, num_byzantine=f, max_update_norm=norm_limit)
+def assert_round_is_finite(strategy, clients, counts):
+    """One round of these results keeps every array's shape and lets no NaN/inf in."""
     strategy._global = [np.ones(s, dtype=np.float32) for s in SHAPES]
     results = [(FakeProxy(str(i)), fit_res(c, n))
                for i, (c, n) in enumerate(zip(clients, counts, strict=True))]
@@ -58,6 +55,15 @@ def test_no_aggregator_crashes_or_lets_non_finite_values_in(round_, name, f, nor
     new = parameters_to_ndarrays(params)
     assert [a.shape for a in new] == SHAPES
     assert all(np.all(np.isfinite(a)) for a in new)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rounds(), st.sampled_from(strategy_names()), st.integers(0, 2),
+       st.sampled_from([None, 1e6]))
+def test_no_aggregator_crashes_or_lets_non_finite_values_in(round_, name, f, norm_limit):
+    clients, counts = round_
+    strategy = make_strategy(name, num_byzantine=f, max_update_norm=norm_limit)
+    assert_round_is_finite(strategy, clients, counts)
 
 
 @settings(max_examples=200, deadline=None)
@@ -69,3 +75,14 @@ def test_validation_rejects_every_non_finite_or_misshapen_result(arrays_):
                    and all(a.shape == r.shape for a, r in zip(arrays_, like, strict=False))
                    and all(np.all(np.isfinite(a)) for a in arrays_))
     assert (reason is None) == well_formed
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rounds(), st.sampled_from(strategy_names()), st.integers(0, 2),
+       st.lists(st.sampled_from(preaggregation_names()), max_size=2),
+       st.sampled_from([0.0, 0.9]))
+def test_no_pipeline_crashes_or_lets_non_finite_values_in(round_, name, f, steps, momentum):
+    clients, counts = round_
+    strategy = make_strategy(name, num_byzantine=f, preaggregation=tuple((s, {}) for s in steps),
+                             server_momentum=momentum)
+    assert_round_is_finite(strategy, clients, counts)

@@ -32,7 +32,7 @@ def test_pyproject_defaults_parse():
     ("dataset", "imagenet", "'cifar10', 'digits', 'fashion-mnist', 'mnist'"),
     ("model", "resnet", "'auto', 'cifar-cnn', 'digits-cnn', 'mnist-cnn'"),
     ("partitioning", "pathological", "['iid', 'dirichlet']"),
-    ("strategy", "bulyan", "'fedavg', 'krum', 'multikrum'"),
+    ("strategy", "dnc", "'fedavg', 'geometric-median', 'krum'"),
     ("attack", "backdoor", "'ipm'"),
     ("attack-knowledge", "telepathy", "['own', 'colluders', 'omniscient']"),
     ("fraction-fit", 0.0, "(0, 1]"),
@@ -56,7 +56,7 @@ def test_bad_values_name_the_key_and_the_allowed_values(key, value, fragment):
 
 def test_several_errors_are_reported_together():
     with pytest.raises(ConfigErrors) as info:
-        parse_run_config({"dataset": "imagenet", "strategy": "bulyan", "momentum": 2.0})
+        parse_run_config({"dataset": "imagenet", "strategy": "dnc", "momentum": 2.0})
     assert {e.key for e in info.value.errors} == {"dataset", "strategy", "momentum"}
 
 

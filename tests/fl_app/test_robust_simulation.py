@@ -1,0 +1,56 @@
+"""Every robust rule and every pre-aggregation, end to end on the offline data, under attack."""
+
+import csv
+
+import pytest
+
+from fl_app.experiments.simulate import simulate
+from strategies.rules import preaggregation_names, rule_names
+
+ATTACK = {"num-server-rounds": 3, "fraction-fit": 1.0, "attack": "sign-flip",
+          "num-attackers": 2, "sign-flip-scale": 4.0, "attack-knowledge": "own",
+          "num-byzantine": 2, "learning-rate": 0.1}
+# (strategy, pre-aggregation, extra keys, nodes, what rounds.csv must show)
+CASES = [
+    ("median", "nnm", {}, 9, "selected_all"),
+    ("trimmed-mean", "bucketing", {"bucketing-size": 2}, 9, "selected_all"),
+    ("geometric-median", "clipping", {"clipping-max-norm": 1.0}, 9, "iterations"),
+    ("bulyan", "arc", {}, 11, "selected_theta"),
+    ("centered-clipping", "", {"centered-clipping-tau": 0.5, "server-momentum": 0.5}, 9,
+     "clipped"),
+    ("mda", "", {}, 9, "selected_n_minus_f"),
+]
+
+
+def test_the_cases_cover_every_rule_and_pre_aggregation():
+    covered = {c[0] for c in CASES} | {"fedavg", "krum", "multikrum"}  # those: other tests
+    assert covered == set(rule_names())
+    assert {c[1] for c in CASES if c[1]} == set(preaggregation_names())
+
+
+@pytest.mark.parametrize("strategy, pre, extra, nodes, shows", CASES, ids=[c[0] for c in CASES])
+def test_a_robust_rule_learns_under_attack(tmp_path, strategy, pre, extra, nodes, shows):
+    run = simulate({**ATTACK, "strategy": strategy, "pre-aggregation": pre, **extra,
+                    "output-dir": str(tmp_path), "run-name": strategy}, num_supernodes=nodes)
+    with open(run / "rounds.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["kept_global"] for r in rows[1:]] == ["False"] * 3, rows[-1]["note"]
+    assert float(rows[-1]["test_accuracy"]) > float(rows[0]["test_accuracy"]) + 0.1
+    attacked = rows[1:]
+    assert all(len(r["byzantine_clients"].split(";")) == 2 for r in attacked)
+    selected = [len(r["selected_clients"].split(";")) for r in attacked]
+    if shows == "selected_all":
+        assert selected == [nodes] * 3
+    elif shows == "selected_theta":  # Bulyan chooses n - 2f, never a far sign-flipper
+        assert selected == [nodes - 4] * 3
+        assert all(int(r["num_selected_byzantine"]) == 0 for r in attacked)
+    elif shows == "selected_n_minus_f":
+        assert selected == [nodes - 2] * 3
+    elif shows == "iterations":
+        assert all(int(r["rule_iterations"]) >= 1 for r in attacked)
+        assert all(int(r["num_clipped_byzantine"]) == 2 for r in attacked)  # clipping
+    elif shows == "clipped":
+        assert all(int(r["num_clipped_byzantine"]) == 2 for r in attacked)
+    if pre == "arc":  # k = floor(2 f (n - f) / n) = 3 clipped, the two attackers among them
+        assert all(len(r["clipped_clients"].split(";")) == 3 for r in attacked)
+        assert all(int(r["num_clipped_byzantine"]) == 2 for r in attacked)
