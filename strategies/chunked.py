@@ -42,11 +42,18 @@ def distances_to(updates: np.ndarray, point: np.ndarray) -> np.ndarray:
     return np.sqrt(sq)
 
 
-def mean_and_distances(updates: np.ndarray, coefficients: np.ndarray
-                       ) -> tuple[np.ndarray, np.ndarray]:
-    """``z = coefficients @ updates`` and every row's distance to ``z``, reading the data once.
+def weiszfeld_pass(updates: np.ndarray, center: np.ndarray, coefficients: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """``z = center + coefficients @ (updates - center)`` and every row's distance to ``z``.
 
-    >>> z, dist = mean_and_distances(np.array([[0.0, 0.0], [6.0, 8.0]]), np.array([0.5, 0.5]))
+    One read of the data: per chunk, ``updates - center`` is formed in float64 and
+    rounded to the updates' type once (so it is exact to that type's precision at the
+    scale of the differences, not of the updates), the step and the new differences are
+    computed from it in cache, and ``z`` is kept in float64. With ``coefficients``
+    summing to one this is the weighted mean of the rows, for any ``center``.
+
+    >>> z, dist = weiszfeld_pass(np.array([[0.0, 0.0], [6.0, 8.0]]), np.zeros(2),
+    ...                          np.array([0.5, 0.5]))
     >>> z, dist
     (array([3., 4.]), array([5., 5.]))
     """
@@ -56,11 +63,12 @@ def mean_and_distances(updates: np.ndarray, coefficients: np.ndarray
     weights = np.asarray(coefficients, dtype=updates.dtype)
     buffer = np.empty((n, min(CHUNK_COLUMNS, d)), updates.dtype)
     for start in range(0, d, CHUNK_COLUMNS):
-        chunk = updates[:, start:start + CHUNK_COLUMNS]  # read once, then used from cache
-        z_chunk = weights @ chunk
-        z[start:start + CHUNK_COLUMNS] = z_chunk
-        diff = buffer[:, :chunk.shape[1]]
-        np.subtract(chunk, z_chunk, out=diff)
+        stop = min(start + CHUNK_COLUMNS, d)
+        diff = buffer[:, :stop - start]
+        np.subtract(updates[:, start:stop], center[start:stop], out=diff, casting="unsafe")
+        step = weights @ diff
+        z[start:stop] = center[start:stop] + step
+        diff -= step
         sq += np.einsum("ij,ij->i", diff, diff)
     return z, np.sqrt(sq)
 

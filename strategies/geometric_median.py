@@ -18,10 +18,11 @@ every honest update; the median distance is the honest updates' own scale. The
 iterations used are reported. Unlike implementations that run a fixed 3 iterations (ByzFL's
 default ``T = 3``), the result is the median to a stated tolerance.
 
-Cost: one pass over the data per iteration
-(:func:`strategies.chunked.mean_and_distances`): the new ``z`` is computed one chunk of
-columns at a time and the distances to it are summed from the same chunk while it is in
-cache, in the updates' float type, accumulated over chunks in float64.
+Cost: one pass over the data per iteration (:func:`strategies.chunked.weiszfeld_pass`):
+the new ``z`` is computed one chunk of columns at a time, as the old one plus a step
+computed from the differences ``d_i - z`` (so float32 updates give a ``z`` accurate at
+the scale of those differences), and the distances to it are summed from the same chunk
+while it is in cache.
 
 The geometric median has breakdown point 1/2: with fewer than half the updates
 Byzantine it stays in a bounded region around the honest ones (``n >= 2f + 1``).
@@ -33,7 +34,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from strategies.chunked import mean_and_distances
+from strategies.chunked import weiszfeld_pass
 from strategies.contract import Rule, RuleResult
 from strategies.errors import RuleParameterError
 from strategies.params import Param, at_least, positive_finite
@@ -66,12 +67,12 @@ def geometric_median(updates: np.ndarray, weights: Sequence[float] | None = None
                                  f"positive sum; got {weights!r}")
     alpha = alpha / alpha.sum()
     with np.errstate(over="ignore", invalid="ignore"):
-        z, dist = mean_and_distances(updates, alpha)  # start from the weighted mean
+        z, dist = weiszfeld_pass(updates, np.zeros(updates.shape[1]), alpha)  # the mean
         objective, iterations = float(alpha @ dist), 0
         while iterations < max_iterations:
             beta = alpha / np.maximum(dist, nu)
             previous_z = z
-            z, dist = mean_and_distances(updates, beta / beta.sum())
+            z, dist = weiszfeld_pass(updates, previous_z, beta / beta.sum())
             previous, objective = objective, float(alpha @ dist)
             iterations += 1
             step = float(np.linalg.norm(z - previous_z))

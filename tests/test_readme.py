@@ -289,6 +289,8 @@ DOCS: dict[str, Runs | CoveredBy] = {
                                     exits_zero("bookkeeping/os")),
     "bench_dp.py --threads 1 --repeats 15": Runs(append("--repeats 1 --warmup 0"),
                                                  exits_zero("hooks/os")),
+    "benchmarks/bench_rules.py": Runs(append("--n 25 --d 20000 --f 5 --repeats 1 --skip-slow"),
+                                      exits_zero("geometric-median")),
     "benchmarks/bench_scale.py": Runs(append("--nodes 10 --clients 5 --rounds 2"),
                                       exits_zero("accuracy")),
     "benchmarks/bench_round.py": Runs(append("--dataset digits --rounds 2"),

@@ -46,6 +46,11 @@ def test_pyproject_defaults_parse():
     ("dp-delta", 1.0, "(0, 1)"),
     ("dp-accountant", "gdp", "'rdp'"),
     ("lr", 0.1, "a known key"),
+    ("pre-aggregation", "nnm,mixing", "['arc', 'bucketing', 'clipping', 'nnm']"),
+    ("server-momentum", 1.0, "[0, 1)"),
+    ("server-learning-rate", 0.0, "> 0"),
+    ("bucketing-size", 0, ">= 1"),
+    ("centered-clipping-tau", -1.0, "> 0"),
 ])
 def test_bad_values_name_the_key_and_the_allowed_values(key, value, fragment):
     with pytest.raises(ConfigErrors) as info:

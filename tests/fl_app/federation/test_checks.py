@@ -32,6 +32,24 @@ def test_the_strategys_round_size_is_checked_at_start():
     assert federation_errors(krum, 14, simulated=True) == []  # 7 sampled
 
 
+def test_the_round_size_counts_the_rows_pre_aggregation_leaves():
+    """Bucketing 14 sampled updates in pairs leaves 7 rows: Krum's 2f + 3 = 7 holds, 6 not."""
+    bucketed = parse_run_config({"strategy": "krum", "num-byzantine": 2, "fraction-fit": 1.0,
+                                 "pre-aggregation": "bucketing", "bucketing-size": 2})
+    assert federation_errors(bucketed, 14, simulated=True) == []
+    (error,) = federation_errors(bucketed, 12, simulated=True)
+    assert error.key == "num-byzantine" and "got n=6, f=2" in str(error)
+    bulyan = parse_run_config({"strategy": "bulyan", "num-byzantine": 2, "fraction-fit": 1.0})
+    assert "n >= 4f + 3" in str(federation_errors(bulyan, 10, simulated=True)[0])
+    mda = parse_run_config({"strategy": "mda", "num-byzantine": 5, "fraction-fit": 1.0,
+                            "mda-max-subsets": 1000})
+    assert "mda-max-subsets = 1000" in str(federation_errors(mda, 20, simulated=True)[0])
+    both = parse_run_config({"strategy": "trimmed-mean", "trimmed-mean-trim": 1,
+                             "trimmed-mean-fraction": 0.1, "fraction-fit": 1.0})
+    (error,) = federation_errors(both, 10, simulated=True)
+    assert error.key == "strategy" and "not both" in str(error)
+
+
 def test_federation_errors_print_nothing(capsys):
     assert federation_errors(parse_run_config({}), 10, simulated=True) == []
     assert capsys.readouterr().out == ""
