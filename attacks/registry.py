@@ -40,7 +40,21 @@ from typing import Any
 
 import numpy as np
 
-from attacks import alie, faults, gaussian, ipm, label_flip, sign_flip
+from attacks import (
+    alie,
+    fang_krum,
+    fang_trimmed_mean,
+    faults,
+    gaussian,
+    ipm,
+    label_flip,
+    mimic,
+    min_max,
+    min_sum,
+    opt_alie,
+    opt_ipm,
+    sign_flip,
+)
 from attacks._common import as_update_matrix, check_count, float_dtype
 from attacks.errors import (
     AttackKindError,
@@ -80,7 +94,11 @@ class AttackSpec:
         params: the tunable parameters, declared in the attack's module (run-config
             keys ``<name>-<param>``).
         context: keywords of ``fn`` the caller supplies from the round, not the user
-            (ALIE's ``num_clients``).
+            (ALIE's ``num_clients``; ``declared_f``, the f the defence declares;
+            ``defence``, the run's aggregation as a function of the updates).
+        knowledge: the threat models (``attack-knowledge`` values) it supports: what
+            the attackers must know of the honest updates for the attack to mean
+            anything (:data:`KNOWLEDGE`).
 
     """
 
@@ -91,6 +109,7 @@ class AttackSpec:
     per_attacker: bool = False
     params: tuple[Param, ...] = ()
     context: tuple[str, ...] = ()
+    knowledge: tuple[str, ...] = ()
 
     @property
     def param_names(self) -> tuple[str, ...]:
@@ -102,6 +121,13 @@ class AttackSpec:
 
 
 _REGISTRY: dict[str, AttackSpec] = {}
+KNOWLEDGE = ("own", "colluders", "omniscient")
+"""The threat models: an attacker knows its own update, its colluders', or every one."""
+# What an attack of each kind supports unless it says otherwise: data and fault attacks
+# run on clients, so not under the server-side omniscient hook.
+_DEFAULT_KNOWLEDGE = {AttackKind.NONE: KNOWLEDGE, AttackKind.UPDATE: KNOWLEDGE,
+                      AttackKind.DATA: ("own", "colluders"),
+                      AttackKind.FAULT: ("own", "colluders")}
 
 
 def register_attack(
@@ -113,6 +139,7 @@ def register_attack(
     per_attacker: bool = False,
     params: tuple[Param, ...] = (),
     context: tuple[str, ...] = (),
+    knowledge: tuple[str, ...] | None = None,
 ) -> AttackSpec:
     """Register an attack under ``name`` and return its spec; refuse a taken name.
 
@@ -150,7 +177,12 @@ def register_attack(
             check_declared_keywords(f"attack {name!r}", fn, params, context)
         except ValueError as exc:
             raise AttackParameterError(str(exc)) from None
-    spec = AttackSpec(name, attack_kind, fn, description, per_attacker, params, context)
+    supported = _DEFAULT_KNOWLEDGE[attack_kind] if knowledge is None else tuple(knowledge)
+    if not supported or set(supported) - set(KNOWLEDGE):
+        raise AttackParameterError(f"attack {name!r}: knowledge must be some of "
+                                   f"{list(KNOWLEDGE)}; got {knowledge!r}")
+    spec = AttackSpec(name, attack_kind, fn, description, per_attacker, params, context,
+                      supported)
     _REGISTRY[name] = spec
     return spec
 
@@ -279,3 +311,26 @@ register_attack(
     faults.craft_wrong_shape,
     "fault: a flat update of length d + 1",
 )
+# The optimised and defence-aware attacks (issue: the attacks defences are judged by)
+register_attack("min-max", AttackKind.UPDATE, min_max.craft_min_max,
+                "mean + gamma p, max distance within the honest spread (Shejwalkar 2021)",
+                params=min_max.PARAMS, knowledge=("colluders", "omniscient"))
+register_attack("min-sum", AttackKind.UPDATE, min_sum.craft_min_sum,
+                "mean + gamma p, summed distance within the honest (Shejwalkar 2021)",
+                params=min_sum.PARAMS, knowledge=("colluders", "omniscient"))
+register_attack("fang-krum", AttackKind.UPDATE, fang_krum.craft_fang_krum,
+                "-lambda sign(mean), the largest lambda Krum selects (Fang et al. 2020)",
+                context=("declared_f",), knowledge=("colluders", "omniscient"))
+register_attack("fang-trimmed-mean", AttackKind.UPDATE, fang_trimmed_mean.craft_fang_trimmed_mean,
+                "values beyond the honest range, against the mean's sign (Fang et al. 2020)",
+                per_attacker=True, params=fang_trimmed_mean.PARAMS,
+                knowledge=("colluders", "omniscient"))
+register_attack("mimic", AttackKind.UPDATE, mimic.craft_mimic,
+                "every attacker copies one honest update (Karimireddy et al. 2022)",
+                params=mimic.PARAMS, knowledge=("colluders", "omniscient"))
+register_attack("opt-ipm", AttackKind.UPDATE, opt_ipm.craft_opt_ipm,
+                "IPM with the epsilon that hurts the defence most (Allouah et al. 2023)",
+                params=opt_ipm.PARAMS, context=("defence",))
+register_attack("opt-alie", AttackKind.UPDATE, opt_alie.craft_opt_alie,
+                "ALIE with the z that hurts the defence most (Allouah et al. 2023)",
+                params=opt_alie.PARAMS, context=("defence",), knowledge=("colluders", "omniscient"))

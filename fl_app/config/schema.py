@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, fields
 from functools import cached_property
 from typing import Any
 
-from attacks.registry import AttackKind, attack_names
+from attacks.registry import attack_names, get_attack
 from fl_app.config.methods import (
     ATTACK,
     PREAGGREGATION,
@@ -378,11 +378,15 @@ def _combination_errors(cfg: RunConfig) -> list[ConfigError]:
         resolve_noise_source(cfg.dp_noise_source, simulated=True, secure_mode=cfg.dp_secure_mode)
     except ConfigError as exc:
         errors.append(exc)
-    if cfg.omniscient and cfg.attack_settings.kind != AttackKind.UPDATE:
+    supported = get_attack(cfg.attack).knowledge
+    if cfg.attack_knowledge not in supported:
         errors.append(ConfigError(
-            "attack", cfg.attack, "an update-crafting attack with attack-knowledge='omniscient'",
-            "The omniscient hook rewrites updates on the server; data and fault attacks run "
-            "on clients: use attack-knowledge='own' or 'colluders'."))
+            "attack-knowledge", cfg.attack_knowledge,
+            f"one of {list(supported)} with attack={cfg.attack!r}",
+            "The omniscient hook rewrites updates on the server, so data and fault attacks "
+            "(which run on clients) cannot use it; an attack built on several honest "
+            "updates (min-max, mimic, ...) needs at least its colluders' own."
+            if cfg.attack_knowledge != "colluders" else ""))
     if cfg.attack != "none" and cfg.num_attackers == 0:
         errors.append(ConfigError("num-attackers", 0, f"at least 1 with attack={cfg.attack!r}",
                                   "Set num-attackers, or attack='none'."))

@@ -11,9 +11,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from attacks.registry import AttackKind, get_attack
+from attacks.registry import KNOWLEDGE, AttackKind, get_attack
 
-ATTACK_KNOWLEDGE = ("own", "colluders", "omniscient")
+ATTACK_KNOWLEDGE = KNOWLEDGE
 """The threat models: an attacker knows its own update, its colluders', or every one."""
 
 
@@ -42,13 +42,15 @@ class AttackSettings:
         """True when Byzantine *clients* carry the attack (not the omniscient hook)."""
         return self.name != "none" and not self.omniscient
 
-    def crafting_params(self, num_clients: int | None = None) -> dict[str, Any]:
+    def crafting_params(self, num_clients: int | None = None, **context: Any) -> dict[str, Any]:
         """The keywords of the attack's crafting function, with the round's context.
 
         ``num_clients`` (clients sampled per round) is passed to an attack that
         declares it as context (ALIE); the omniscient hook, which knows the round's
-        updates exactly, passes ``None``.
+        updates exactly, passes ``None``. ``context`` holds what the defence-aware
+        attacks may be told (``declared_f``, ``defence``); each attack gets only the
+        keys it declares.
         """
         wanted = get_attack(self.name).context
-        context = {"num_clients": num_clients} if num_clients is not None else {}
-        return {**self.params, **{k: v for k, v in context.items() if k in wanted}}
+        given = {**({"num_clients": num_clients} if num_clients is not None else {}), **context}
+        return {**self.params, **{k: v for k, v in given.items() if k in wanted}}

@@ -7,8 +7,10 @@ the pieces, so the server and the clients build them the same way.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 from flwr.client import NumPyClient
 from flwr.common import Scalar
 from torch import nn
@@ -21,6 +23,7 @@ from fl_app.config import RunConfig
 from fl_app.learning.data import DATASETS
 from fl_app.learning.models import build_model
 from fl_app.privacy import make_private_compatible
+from strategies.pipeline import AggregationPipeline
 
 
 def build_run_model(cfg: RunConfig) -> nn.Module:
@@ -43,6 +46,29 @@ def aggregation_options(cfg: RunConfig) -> dict[str, Any]:
             "preaggregation": cfg.preaggregation_steps,
             "server_learning_rate": cfg.server_learning_rate,
             "server_momentum": cfg.server_momentum, "seed": cfg.seed}
+
+
+def defence_of(cfg: RunConfig) -> Callable[[np.ndarray], np.ndarray]:
+    """The run's aggregation as a function of the updates, for attacks told the defence.
+
+    Kerckhoffs: a defence-aware attack (``opt-ipm``, ``opt-alie``) knows the rule, its
+    parameters, the declared f and the pre-aggregation, but not the server's state (a
+    fresh centre for centered clipping) or its seed (its own for bucketing). When the
+    attacker's estimate holds too few updates for the rule's size condition, it
+    assumes the plain mean.
+    """
+    options = aggregation_options(cfg)
+
+    def defence(updates: np.ndarray) -> np.ndarray:
+        pipeline = AggregationPipeline(cfg.strategy, options["num_byzantine"],
+                                       options["params"], options["preaggregation"],
+                                       seed=cfg.seed + 1)
+        try:
+            return pipeline.aggregate(updates, [1.0] * len(updates), 0).update
+        except ValueError:  # e.g. Krum's n >= 2f + 3 on a colluders-only estimate
+            return np.mean(updates, axis=0, dtype=np.float64)
+
+    return defence
 
 
 def is_byzantine(cfg: RunConfig, node_config: dict[str, Scalar], partition_id: int,
@@ -80,7 +106,9 @@ def wrap_byzantine(honest: Any, cfg: RunConfig, partition_id: int,
         honest, partition_id=partition_id, train_fn=honest.train_weights, attack=attack.name,
         knowledge=attack.knowledge, colluders=colluders, start_round=attack.start_round,
         seed=cfg.seed, round_key=keys.SERVER_ROUND, make_metrics=make_metrics,
-        attack_params=attack.crafting_params(sampled_per_round(cfg, num_partitions)),
+        attack_params=attack.crafting_params(sampled_per_round(cfg, num_partitions),
+                                             declared_f=cfg.declared_byzantine,
+                                             defence=defence_of(cfg)),
         num_classes=DATASETS[cfg.dataset].num_classes)
 
 
@@ -90,5 +118,6 @@ def omniscient_hook(cfg: RunConfig) -> OmniscientAdversary | None:
     if not attack.omniscient:
         return None
     return OmniscientAdversary(attack.name, attack.num_attackers, attack.start_round,
-                               cfg.seed, attack.crafting_params())
+                               cfg.seed, attack.crafting_params(
+                                   declared_f=cfg.declared_byzantine, defence=defence_of(cfg)))
 

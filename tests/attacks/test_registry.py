@@ -32,6 +32,13 @@ def test_registered_names_and_kinds() -> None:
     assert kinds == {
         "alie": "update",
         "crash": "fault",
+        "fang-krum": "update",
+        "fang-trimmed-mean": "update",
+        "mimic": "update",
+        "min-max": "update",
+        "min-sum": "update",
+        "opt-alie": "update",
+        "opt-ipm": "update",
         "gaussian": "update",
         "ipm": "update",
         "label-flip": "data",

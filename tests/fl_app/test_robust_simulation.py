@@ -54,3 +54,29 @@ def test_a_robust_rule_learns_under_attack(tmp_path, strategy, pre, extra, nodes
     if pre == "arc":  # k = floor(2 f (n - f) / n) = 3 clipped, the two attackers among them
         assert all(len(r["clipped_clients"].split(";")) == 3 for r in attacked)
         assert all(int(r["num_clipped_byzantine"]) == 2 for r in attacked)
+
+
+def test_fang_krum_makes_krum_select_an_attacker(tmp_path):
+    # Fang et al. evaluate on non-IID data (their degree 0.5): updates then differ enough
+    # for -lambda * s to sit among them; with IID digits they agree too well for that
+    run = simulate({"num-server-rounds": 3, "fraction-fit": 1.0, "strategy": "krum",
+                    "partitioning": "dirichlet", "dirichlet-alpha": 0.1,
+                    "num-byzantine": 2, "attack": "fang-krum", "num-attackers": 2,
+                    "attack-knowledge": "omniscient", "output-dir": str(tmp_path),
+                    "run-name": "fang"}, num_supernodes=10)
+    with open(run / "rounds.csv") as f:
+        rows = list(csv.DictReader(f))[1:]
+    assert sum(int(r["num_selected_byzantine"]) > 0 for r in rows) >= 2  # most attacked rounds
+
+
+def test_a_defence_aware_attack_runs_on_the_clients(tmp_path):
+    """opt-ipm on colluding clients evaluates the run's own defence (median after nnm)."""
+    run = simulate({"num-server-rounds": 2, "fraction-fit": 1.0, "strategy": "median",
+                    "pre-aggregation": "nnm", "num-byzantine": 2, "attack": "opt-ipm",
+                    "num-attackers": 2, "attack-knowledge": "colluders",
+                    "opt-ipm-evaluations": 5, "output-dir": str(tmp_path), "run-name": "opt"},
+                   num_supernodes=9)
+    with open(run / "rounds.csv") as f:
+        rows = list(csv.DictReader(f))[1:]
+    assert [len(r["byzantine_clients"].split(";")) for r in rows] == [2, 2]
+    assert all(r["kept_global"] == "False" and not r["failed_clients"] for r in rows)

@@ -81,9 +81,12 @@ def test_missing_data_dir_is_refused_at_start(tmp_path):
 def test_attack_combinations():
     with pytest.raises(ConfigErrors, match="num-attackers"):
         parse_run_config({"attack": "ipm", "num-attackers": 0})
-    with pytest.raises(ConfigErrors, match="update-crafting"):
+    with pytest.raises(ConfigErrors, match=r"'attack-knowledge' = 'omniscient'.*one of "
+                                           r"\['own', 'colluders'\] with attack='label-flip'"):
         parse_run_config({"attack": "label-flip", "num-attackers": 1,
                           "attack-knowledge": "omniscient"})
+    with pytest.raises(ConfigErrors, match="with attack='min-max'"):
+        parse_run_config({"attack": "min-max", "num-attackers": 1})  # own: one update only
     with pytest.raises(ConfigErrors, match="never start"):
         parse_run_config({"attack": "ipm", "num-attackers": 1, "num-server-rounds": 3,
                           "attack-start-round": 4})

@@ -1,0 +1,117 @@
+"""The optimised and defence-aware attacks against their definitions."""
+
+import numpy as np
+import pytest
+
+from attacks.agnostic import agnostic_update, perturbation
+from attacks.errors import AttackParameterError
+from attacks.fang_krum import fang_krum_update, lambda_upper_bound
+from attacks.fang_trimmed_mean import fang_trimmed_mean_bounds
+from attacks.ipm import ipm_update
+from attacks.min_max import min_max_constraint
+from attacks.min_sum import min_sum_constraint
+from attacks.registry import KNOWLEDGE, attack_names, craft_byzantine_updates, get_attack
+from strategies import aggregate
+from strategies.krum import krum_select
+
+RNG = np.random.default_rng(0)
+
+
+def cloud(k=10, d=6, seed=1):
+    rng = np.random.default_rng(seed)
+    return 1.0 + 0.1 * rng.standard_normal((k, d))  # honest updates share a direction
+
+
+def test_min_max_finds_the_boundary_of_its_constraint():
+    honest = np.array([[0.0], [2.0]])  # spread 2; mu = 1, p = -1: v = 1 - gamma, gamma <= 1
+    v, gamma = agnostic_update(honest, min_max_constraint, "unit", 10.0)
+    assert gamma == pytest.approx(1.0, abs=1e-4) and v[0] == pytest.approx(0.0, abs=1e-4)
+    x = cloud()
+    for direction in ("unit", "std", "sign"):
+        v, gamma = agnostic_update(x, min_max_constraint, direction, 10.0)
+        feasible = min_max_constraint(x)
+        assert feasible(v) and gamma > 0
+        p, mu = perturbation(x, direction), x.mean(axis=0)
+        assert not feasible(mu + (gamma + 1e-3) * p)  # a little further breaks it
+        np.testing.assert_allclose(v, mu + gamma * p)
+
+
+def test_min_sum_finds_the_boundary_of_its_constraint():
+    honest = np.array([[0.0], [2.0], [4.0]])  # sum (2 - g)^2 + g^2 + (2 + g)^2 <= 20: g <= 2
+    v, gamma = agnostic_update(honest, min_sum_constraint, "unit", 10.0)
+    assert gamma == pytest.approx(2.0, abs=1e-4) and v[0] == pytest.approx(0.0, abs=1e-4)
+    x = cloud()
+    v, gamma = agnostic_update(x, min_sum_constraint, "std", 10.0)
+    feasible, p = min_sum_constraint(x), perturbation(x, "std")
+    assert feasible(v) and not feasible(x.mean(axis=0) + (gamma + 1e-3) * p)
+
+
+def test_fang_trimmed_mean_draws_beyond_the_honest_range_against_its_sign():
+    honest = np.array([[1.0, -1.0, -3.0], [3.0, -2.0, 1.0]])
+    low, high = fang_trimmed_mean_bounds(honest, b=2.0)
+    # coordinate 0 moves up (mean 2 > 0), min 1 > 0: [1/2, 1]; coordinate 1 moves down,
+    # max -1 <= 0: [-1, -1/2]; coordinate 2 moves down (mean -1), max 1 > 0: [1, 2]
+    np.testing.assert_allclose(low, [0.5, -1.0, 1.0])
+    np.testing.assert_allclose(high, [1.0, -0.5, 2.0])
+    crafted = craft_byzantine_updates("fang-trimmed-mean", honest, 50, RNG)
+    assert np.all((crafted >= low) & (crafted <= high))
+    assert len({tuple(r) for r in crafted}) == 50  # one draw per attacker
+    x = cloud(k=8)
+    attacked = np.vstack([x, craft_byzantine_updates("fang-trimmed-mean", x, 3, RNG)])
+    moved = aggregate("trimmed-mean", attacked, num_byzantine=3) - x.mean(axis=0)
+    assert np.all(moved < 0)  # every coordinate pushed against the honest direction
+
+
+def test_fang_krum_is_selected_by_krum_with_full_knowledge():
+    # noisy honest updates around a small mean, as local SGD gives them
+    x = 0.3 + np.random.default_rng(4).standard_normal((10, 20))
+    v, lam = fang_krum_update(x, 3, declared_f=3)
+    assert 0 < lam <= lambda_upper_bound(x, 3)
+    np.testing.assert_allclose(v, -lam * np.sign(x.mean(axis=0)))
+    vectors = np.vstack([x, np.tile(v, (3, 1))])
+    assert krum_select(vectors, 3)[0] >= 10  # Krum picks an attacker
+    assert np.dot(v, x.mean(axis=0)) < 0  # which moves the model backwards
+
+
+def test_mimic_copies_one_honest_update():
+    x = cloud(k=4)
+    np.testing.assert_array_equal(craft_byzantine_updates("mimic", x, 3, RNG, target=2),
+                                  np.tile(x[2], (3, 1)))
+    with pytest.raises(AttackParameterError, match="4 known honest updates"):
+        craft_byzantine_updates("mimic", x, 1, RNG, target=4)
+
+
+def damage(honest, crafted, defence):
+    return np.linalg.norm(defence(np.vstack([honest, crafted])) - honest.mean(axis=0))
+
+
+@pytest.mark.parametrize("defence_name", ["fedavg", "median", "krum"])
+def test_opt_ipm_does_at_least_the_damage_of_fixed_epsilons(defence_name):
+    x = cloud(k=10, d=8)
+
+    def defence(u):
+        return aggregate(defence_name, u, num_byzantine=2)
+
+    crafted = craft_byzantine_updates("opt-ipm", x, 2, RNG, defence=defence)
+    best = damage(x, crafted, defence)
+    for eps in (0.0, 0.1, 0.5, 10.0):
+        assert best >= damage(x, np.tile(ipm_update(x, eps), (2, 1)), defence) - 1e-12
+
+
+def test_opt_alie_does_at_least_the_damage_of_alies_z_max():
+    x = cloud(k=10, d=8)
+
+    def defence(u):
+        return aggregate("trimmed-mean", u, num_byzantine=3)
+
+    best = damage(x, craft_byzantine_updates("opt-alie", x, 3, RNG, defence=defence), defence)
+    plain = damage(x, craft_byzantine_updates("alie", x, 3, RNG, num_clients=13), defence)
+    assert best >= plain - 1e-12
+
+
+def test_every_attack_declares_its_threat_models():
+    for name in attack_names():
+        assert set(get_attack(name).knowledge) <= set(KNOWLEDGE) and get_attack(name).knowledge
+    assert get_attack("min-max").knowledge == ("colluders", "omniscient")
+    assert "omniscient" not in get_attack("label-flip").knowledge
+    assert get_attack("ipm").knowledge == KNOWLEDGE
