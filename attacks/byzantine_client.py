@@ -37,9 +37,10 @@ from attacks.registry import AttackKind, craft_byzantine_updates, get_attack
 from strategies.updates import flatten, unflatten
 
 KNOWLEDGE_MODES = ("own", "colluders")
-# (parameters, server_round, partition_id, label_transform) -> (weights, num_examples, loss)
-TrainFn = Callable[[NDArrays, int, int, Callable[[np.ndarray], np.ndarray] | None],
-                   tuple[NDArrays, int, float]]
+# (images, labels) -> poisoned (images, labels), as numpy arrays
+Poison = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+# (parameters, server_round, partition_id, poison) -> (weights, num_examples, loss)
+TrainFn = Callable[[NDArrays, int, int, Poison | None], tuple[NDArrays, int, float]]
 
 
 class ByzantineClient(NumPyClient):
@@ -83,12 +84,16 @@ class ByzantineClient(NumPyClient):
         """Train honestly before ``start_round``; from then on send the crafted update."""
         server_round = int(config[self.round_key])
         active = server_round >= self.start_round and self.spec.kind is not AttackKind.NONE
-        label_transform = None
+        poison = None
         if active and self.spec.kind is AttackKind.DATA:
-            label_transform = self._flip
+            poison = self._poisoner(server_round)
         weights, num_examples, loss = self.train_fn(parameters, server_round,
-                                                    self.partition_id, label_transform)
+                                                    self.partition_id, poison)
         metrics = self.make_metrics(loss)
+        if active and self.spec.kind is AttackKind.DATA and self.spec.scale is not None:
+            base = flatten(parameters)  # model replacement: scale the poisoned update
+            scaled = self.spec.scale(flatten(weights) - base, **self.attack_params)
+            return unflatten(base + scaled, parameters), num_examples, metrics
         if not active or self.spec.kind is AttackKind.DATA:
             return weights, num_examples, metrics
         honest_updates = self._estimate(parameters, server_round, weights)
@@ -101,8 +106,11 @@ class ByzantineClient(NumPyClient):
             return [crafted.astype(np.float32)], num_examples, metrics
         return unflatten(flatten(parameters) + crafted, parameters), num_examples, metrics
 
-    def _flip(self, labels: np.ndarray) -> np.ndarray:
-        return self.spec.fn(labels, self.num_classes)
+    def _poisoner(self, server_round: int) -> Poison:
+        """The data attack bound to its parameters and a generator of (seed, round, partition)."""
+        rng = np.random.default_rng([self.seed, server_round, self.partition_id])
+        params = {k: v for k, v in self.attack_params.items() if k in self.spec.param_names}
+        return lambda x, y: self.spec.fn(x, y, self.num_classes, rng, **params)
 
     def _my_row(self) -> tuple[int, int]:
         """Which crafted row this client sends, out of how many crafted."""

@@ -12,7 +12,7 @@ choice of source and target. It is an involution (flipping twice is the identity
 a permutation of the classes.
 
 Not an update-crafting attack: the registry records it as kind ``"data"``, and a client
-applies :func:`flip_labels` to its training labels before honest local training.
+poisons its training data with :func:`poison_label_flip` before honest local training.
 """
 
 from __future__ import annotations
@@ -47,3 +47,9 @@ def flip_labels(labels: np.ndarray, num_classes: int) -> np.ndarray:
             f"got labels from {y.min()} to {y.max()}."
         )
     return (c - 1 - y).astype(y.dtype, copy=False)
+
+
+def poison_label_flip(x: np.ndarray, y: np.ndarray, num_classes: int,
+                      rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """The data-attack entry: the images unchanged, every label flipped (``rng`` unused)."""
+    return x, flip_labels(y, num_classes)

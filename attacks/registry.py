@@ -4,7 +4,9 @@ Kinds (``AttackSpec.kind``) tell a client how to apply an attack:
 
 - ``"none"``: no attack; the client behaves honestly (``fn`` is ``None``).
 - ``"update"``: update crafting; ``fn`` has the uniform crafting signature below.
-- ``"data"``: data poisoning; ``fn`` transforms the training data (see each module).
+- ``"data"``: data poisoning; ``fn(x, y, num_classes, rng, **params) -> (x, y)``
+  transforms the attacker's training data; ``scale``, if set, then rescales its update
+  (the backdoor's model replacement).
 - ``"fault"``: fault injection for reliability tests; ``fn`` has the crafting signature.
 
 Uniform crafting signature (kinds ``"update"`` and ``"fault"``)::
@@ -42,6 +44,7 @@ import numpy as np
 
 from attacks import (
     alie,
+    backdoor,
     fang_krum,
     fang_trimmed_mean,
     faults,
@@ -110,6 +113,7 @@ class AttackSpec:
     params: tuple[Param, ...] = ()
     context: tuple[str, ...] = ()
     knowledge: tuple[str, ...] = ()
+    scale: Callable[..., Any] | None = None
 
     @property
     def param_names(self) -> tuple[str, ...]:
@@ -140,6 +144,7 @@ def register_attack(
     params: tuple[Param, ...] = (),
     context: tuple[str, ...] = (),
     knowledge: tuple[str, ...] | None = None,
+    scale: Callable[..., Any] | None = None,
 ) -> AttackSpec:
     """Register an attack under ``name`` and return its spec; refuse a taken name.
 
@@ -182,7 +187,7 @@ def register_attack(
         raise AttackParameterError(f"attack {name!r}: knowledge must be some of "
                                    f"{list(KNOWLEDGE)}; got {knowledge!r}")
     spec = AttackSpec(name, attack_kind, fn, description, per_attacker, params, context,
-                      supported)
+                      supported, scale)
     _REGISTRY[name] = spec
     return spec
 
@@ -301,7 +306,7 @@ register_attack(
     params=gaussian.PARAMS,
 )
 register_attack(
-    "label-flip", AttackKind.DATA, label_flip.flip_labels, "train on labels y -> C - 1 - y"
+    "label-flip", AttackKind.DATA, label_flip.poison_label_flip, "train on labels y -> C - 1 - y"
 )
 register_attack("nan", AttackKind.FAULT, faults.craft_nan, "fault: an update full of NaN")
 register_attack("crash", AttackKind.FAULT, faults.craft_crash, "fault: the client raises")
@@ -334,3 +339,7 @@ register_attack("opt-ipm", AttackKind.UPDATE, opt_ipm.craft_opt_ipm,
 register_attack("opt-alie", AttackKind.UPDATE, opt_alie.craft_opt_alie,
                 "ALIE with the z that hurts the defence most (Allouah et al. 2023)",
                 params=opt_alie.PARAMS, context=("defence",), knowledge=("colluders", "omniscient"))
+register_attack("backdoor", AttackKind.DATA, backdoor.poison_with_trigger,
+                "a pixel trigger relabelled to a target, with model replacement (Bagdasaryan "
+                "et al. 2020)", params=backdoor.PARAMS,
+                context=("num_clients", "server_learning_rate"), scale=backdoor.scale_update)

@@ -61,13 +61,15 @@ class HonestClient(NumPyClient):
 
     def train_weights(self, parameters: NDArrays, server_round: int,
                       partition_id: int | None = None,
-                      label_transform: Callable[[np.ndarray], np.ndarray] | None = None,
+                      poison: Callable[[np.ndarray, np.ndarray],
+                                       tuple[np.ndarray, np.ndarray]] | None = None,
                       ) -> tuple[NDArrays, int, float]:
         """Train from ``parameters`` on a partition (this one by default), without DP.
 
         Deterministic in (seed, round, partition). Returns the new weights, the
         number of examples and the mean training loss. The Byzantine wrapper calls
-        this to form its estimate of honest updates (``label_transform`` poisons labels).
+        this to form its estimate of honest updates (``poison`` transforms the images and
+        labels of a data attack).
         """
         pid = self.partition_id if partition_id is None else partition_id
         seed = derived_seed(self.cfg.seed, server_round, pid)
@@ -75,8 +77,9 @@ class HonestClient(NumPyClient):
         model = build_run_model(self.cfg)
         set_weights(model, parameters)
         x, y = load_partition(self.cfg.data, pid, self.num_partitions)
-        if label_transform is not None:
-            y = torch.from_numpy(label_transform(y.numpy()))
+        if poison is not None:
+            x_poisoned, y_poisoned = poison(x.numpy(), y.numpy())
+            x, y = torch.from_numpy(x_poisoned), torch.from_numpy(y_poisoned)
         loss = train(model, x, y, self.cfg.train, torch.Generator().manual_seed(seed))
         return get_weights(model), len(y), loss
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import numpy as np
 import torch
 from flwr.common import (
     Context,
@@ -23,6 +24,7 @@ from flwr.server import ServerAppComponents, ServerConfig
 from flwr.server.client_proxy import ClientProxy
 from flwr.serverapp import Grid, ServerApp
 
+from attacks.backdoor import backdoor_accuracy
 from fl_app import keys
 from fl_app.config import RunConfig, parse_run_config
 from fl_app.federation.checks import start_checks
@@ -52,6 +54,22 @@ def by_partition(proxy: ClientProxy, res: FitRes) -> tuple[float, str]:
     return (pid if pid == pid else -1.0, proxy.cid)  # NaN sorts first, like a missing id
 
 
+def backdoor_accuracy_of(cfg: RunConfig, model: torch.nn.Module, x_test: torch.Tensor,
+                         y_test: torch.Tensor) -> float | None:
+    """The backdoor's success on the test set (``attack='backdoor'`` only, else ``None``)."""
+    if cfg.attack != "backdoor":
+        return None
+    params = cfg.attack_settings.params
+
+    @torch.no_grad()
+    def predict(images: np.ndarray) -> np.ndarray:
+        model.eval()
+        return model(torch.from_numpy(images)).argmax(dim=1).numpy()
+
+    return backdoor_accuracy(predict, x_test.numpy(), y_test.numpy(), target=params["target"],
+                             trigger_size=params["trigger_size"])
+
+
 def build_strategy(cfg: RunConfig, recorder: RunRecorder) -> UpdateSpaceFedAvg:
     """Compose the configured strategy with central evaluation and recording.
 
@@ -65,9 +83,11 @@ def build_strategy(cfg: RunConfig, recorder: RunRecorder) -> UpdateSpaceFedAvg:
                     ) -> tuple[float, dict[str, Scalar]]:
         set_weights(eval_model, weights)
         loss, acc = evaluate(eval_model, x_test, y_test)
+        backdoor = backdoor_accuracy_of(cfg, eval_model, x_test, y_test)
         print(f"[fl_app] round {server_round}/{cfg.num_server_rounds}: "
-              f"test accuracy {acc:.4f}, loss {loss:.4f}", flush=True)
-        recorder.on_evaluate(server_round, loss, acc, weights)
+              f"test accuracy {acc:.4f}, loss {loss:.4f}"
+              + ("" if backdoor is None else f", backdoor accuracy {backdoor:.4f}"), flush=True)
+        recorder.on_evaluate(server_round, loss, acc, weights, backdoor_accuracy=backdoor)
         return float(loss), {keys.ACCURACY: float(acc)}
 
     def round_config(server_round: int) -> dict[str, Scalar]:

@@ -108,7 +108,8 @@ def wrap_byzantine(honest: Any, cfg: RunConfig, partition_id: int,
         seed=cfg.seed, round_key=keys.SERVER_ROUND, make_metrics=make_metrics,
         attack_params=attack.crafting_params(sampled_per_round(cfg, num_partitions),
                                              declared_f=cfg.declared_byzantine,
-                                             defence=defence_of(cfg)),
+                                             defence=defence_of(cfg),
+                                             server_learning_rate=cfg.server_learning_rate),
         num_classes=DATASETS[cfg.dataset].num_classes)
 
 

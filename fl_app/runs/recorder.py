@@ -34,7 +34,8 @@ from fl_app.runs import layout
 
 DEFAULT_RUNS_DIR = Path.home() / "fl-runs"
 ROUND_COLUMNS = (
-    "round", "test_accuracy", "test_loss", "train_loss", "num_clients", "num_failures",
+    "round", "test_accuracy", "test_loss", "backdoor_accuracy", "train_loss", "num_clients",
+    "num_failures",
     "sampled_clients", "byzantine_clients", "selected_clients", "num_selected_byzantine",
     "clipped_clients", "num_clipped_byzantine", "rule_iterations",
     "rejected_clients", "failed_clients", "abstained_clients", "epsilon_max", "epsilon_mean",
@@ -167,11 +168,13 @@ class RunRecorder:
         self._fit = report
 
     def on_evaluate(self, server_round: int, loss: float, accuracy: float,
-                    weights: list[np.ndarray]) -> None:
+                    weights: list[np.ndarray], backdoor_accuracy: float | None = None) -> None:
         """Write the row of ``server_round`` (0: the initial model) and the model."""
         now = time.time()
         row: dict[str, Any] = {"round": server_round, "test_accuracy": round(accuracy, 6),
-                               "test_loss": round(loss, 6), "seconds": round(now - self._last, 3)}
+                               "test_loss": round(loss, 6), "seconds": round(now - self._last, 3),
+                               "backdoor_accuracy": "" if backdoor_accuracy is None
+                               else round(backdoor_accuracy, 6)}
         self._last = now
         fit = self._fit if (self._fit and self._fit.server_round == server_round) else None
         row.update(self._fit_columns(fit))

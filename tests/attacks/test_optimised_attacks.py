@@ -115,3 +115,43 @@ def test_every_attack_declares_its_threat_models():
     assert get_attack("min-max").knowledge == ("colluders", "omniscient")
     assert "omniscient" not in get_attack("label-flip").knowledge
     assert get_attack("ipm").knowledge == KNOWLEDGE
+
+
+def test_backdoor_poisons_the_fraction_it_says_with_the_trigger_and_target():
+    from attacks.backdoor import poison_with_trigger, scale_update
+
+    x = np.random.default_rng(2).uniform(0, 0.5, size=(40, 1, 8, 8))
+    y = np.arange(40) % 10
+    px, py = poison_with_trigger(x, y, 10, np.random.default_rng(0), target=3, fraction=0.25,
+                                 trigger_size=2)
+    changed = np.flatnonzero(np.any(px != x, axis=(1, 2, 3)))
+    assert len(changed) == 10 and np.all(py[changed] == 3)
+    assert np.all(px[changed][:, :, -2:, -2:] == x.max())  # the brightest value, 2 x 2
+    unchanged = np.setdiff1d(np.arange(40), changed)
+    assert np.array_equal(px[unchanged], x[unchanged]) and np.array_equal(py[unchanged],
+                                                                           y[unchanged])
+    update = np.array([3.0, 4.0])
+    np.testing.assert_allclose(scale_update(update, num_clients=20, server_learning_rate=0.5),
+                               40 * update)  # gamma = n / eta
+    bounded = scale_update(update, num_clients=20, server_learning_rate=0.5,
+                           mode="constrain-and-scale", norm_bound=2.0)
+    assert np.linalg.norm(bounded) == pytest.approx(2.0)
+
+
+def test_backdoor_accuracy_counts_triggered_images_of_other_classes_only():
+    from attacks.backdoor import backdoor_accuracy, stamp_trigger
+
+    x = np.zeros((6, 1, 4, 4))
+    y = np.array([0, 0, 1, 2, 3, 4])
+
+    def honest(images):  # a clean model: the true class (the images come in order)
+        assert len(images) == 4  # the two target-class images are left out
+        return y[y != 0]
+
+    assert backdoor_accuracy(honest, x, y, target=0) == 0.0
+
+    def backdoored(images):  # predicts the target exactly when the trigger is there
+        return np.where(images[:, 0, -1, -1] == 1.0, 0, 1)
+
+    stamped = stamp_trigger(x, 2, 1.0)
+    assert backdoor_accuracy(backdoored, stamped, y, target=0, trigger_size=2) == 1.0

@@ -31,6 +31,7 @@ def test_registered_names_and_kinds() -> None:
     kinds = {name: get_attack(name).kind.value for name in attack_names()}
     assert kinds == {
         "alie": "update",
+        "backdoor": "data",
         "crash": "fault",
         "fang-krum": "update",
         "fang-trimmed-mean": "update",

@@ -80,3 +80,17 @@ def test_a_defence_aware_attack_runs_on_the_clients(tmp_path):
         rows = list(csv.DictReader(f))[1:]
     assert [len(r["byzantine_clients"].split(";")) for r in rows] == [2, 2]
     assert all(r["kept_global"] == "False" and not r["failed_clients"] for r in rows)
+
+
+def test_a_backdoor_with_model_replacement_takes_over_fedavg(tmp_path):
+    """One attacker of ten, from round 5 of 6: the trigger works, clean accuracy holds."""
+    run = simulate({"num-server-rounds": 6, "fraction-fit": 1.0, "local-epochs": 2,
+                    "attack": "backdoor", "num-attackers": 1, "attack-start-round": 5,
+                    "backdoor-fraction": 0.2, "learning-rate": 0.1,
+                    "output-dir": str(tmp_path), "run-name": "backdoor"}, num_supernodes=10)
+    with open(run / "rounds.csv") as f:
+        rows = list(csv.DictReader(f))
+    before = [float(r["backdoor_accuracy"]) for r in rows[:5]]
+    assert max(before) < 0.1  # a clean model rarely calls a triggered image the target
+    assert float(rows[-1]["backdoor_accuracy"]) > 0.7
+    assert float(rows[-1]["test_accuracy"]) > float(rows[4]["test_accuracy"]) - 0.1

@@ -33,7 +33,7 @@ def test_pyproject_defaults_parse():
     ("model", "resnet", "'auto', 'cifar-cnn', 'digits-cnn', 'mnist-cnn'"),
     ("partitioning", "pathological", "['iid', 'dirichlet']"),
     ("strategy", "dnc", "'fedavg', 'geometric-median', 'krum'"),
-    ("attack", "backdoor", "'ipm'"),
+    ("attack", "trojan", "'ipm'"),
     ("attack-knowledge", "telepathy", "['own', 'colluders', 'omniscient']"),
     ("fraction-fit", 0.0, "(0, 1]"),
     ("fraction-fit", 1.5, "(0, 1]"),

@@ -27,9 +27,9 @@ def byzantine_clients(cfg, calls=None):
         if calls is not None:
             original = honest.train_weights
 
-            def spy(params, rnd, partition_id=None, label_transform=None, _orig=original):
+            def spy(params, rnd, partition_id=None, poison=None, _orig=original):
                 calls.append(partition_id)
-                return _orig(params, rnd, partition_id, label_transform)
+                return _orig(params, rnd, partition_id, poison)
 
             honest.train_weights = spy
         clients.append(wrap_byzantine(honest, cfg, pid, N))
