@@ -12,6 +12,7 @@ from fl_app.experiments.reports.figures import (
     plot_accuracy_vs_dp_epsilon,
     plot_final_accuracy,
 )
+from fl_app.experiments.reports.matrix import is_matrix, write_matrix
 from fl_app.experiments.reports.metrics import override_keys, varying_keys, write_sweep_csv
 from fl_app.experiments.reports.reading import (
     PLOT_ACCURACY_PER_ROUND,
@@ -56,6 +57,8 @@ def write_reports(out: str | Path) -> list[Path]:
             written.append(out / name)
         else:
             (out / name).unlink(missing_ok=True)
+    if is_matrix(cells):  # several aggregators and attacks: the robustness matrix
+        written += write_matrix(cells, out)
     return written
 
 
