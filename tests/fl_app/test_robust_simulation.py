@@ -7,7 +7,7 @@ import pytest
 from fl_app.experiments.simulate import simulate
 from strategies.rules import preaggregation_names, rule_names
 
-ATTACK = {"num-server-rounds": 3, "fraction-fit": 1.0, "attack": "sign-flip",
+ATTACK = {"num-server-rounds": 2, "fraction-fit": 1.0, "attack": "sign-flip",
           "num-attackers": 2, "sign-flip-scale": 4.0, "attack-knowledge": "own",
           "num-byzantine": 2, "learning-rate": 0.1}
 # (strategy, pre-aggregation, extra keys, nodes, what rounds.csv must show)
@@ -34,18 +34,18 @@ def test_a_robust_rule_learns_under_attack(tmp_path, strategy, pre, extra, nodes
                     "output-dir": str(tmp_path), "run-name": strategy}, num_supernodes=nodes)
     with open(run / "rounds.csv") as f:
         rows = list(csv.DictReader(f))
-    assert [r["kept_global"] for r in rows[1:]] == ["False"] * 3, rows[-1]["note"]
+    assert [r["kept_global"] for r in rows[1:]] == ["False"] * 2, rows[-1]["note"]
     assert float(rows[-1]["test_accuracy"]) > float(rows[0]["test_accuracy"]) + 0.1
     attacked = rows[1:]
     assert all(len(r["byzantine_clients"].split(";")) == 2 for r in attacked)
     selected = [len(r["selected_clients"].split(";")) for r in attacked]
     if shows == "selected_all":
-        assert selected == [nodes] * 3
+        assert selected == [nodes] * 2
     elif shows == "selected_theta":  # Bulyan chooses n - 2f, never a far sign-flipper
-        assert selected == [nodes - 4] * 3
+        assert selected == [nodes - 4] * 2
         assert all(int(r["num_selected_byzantine"]) == 0 for r in attacked)
     elif shows == "selected_n_minus_f":
-        assert selected == [nodes - 2] * 3
+        assert selected == [nodes - 2] * 2
     elif shows == "iterations":
         assert all(int(r["rule_iterations"]) >= 1 for r in attacked)
         assert all(int(r["num_clipped_byzantine"]) == 2 for r in attacked)  # clipping
