@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from strategies.fedavg import RuleStrategy
-from strategies.krum import MULTIKRUM_PARAMS
+from strategies.krum_rules import MULTIKRUM_PARAMS
 
 
 class MultiKrum(RuleStrategy):

@@ -16,7 +16,7 @@ from typing import Any
 
 from strategies.errors import UnknownStrategyError
 from strategies.fedavg import RuleStrategy, UpdateSpaceFedAvg
-from strategies.krum import MULTIKRUM_PARAMS
+from strategies.krum_rules import MULTIKRUM_PARAMS
 from strategies.krum_strategy import Krum, MultiKrum
 from strategies.params import Param
 from strategies.rules import RULES

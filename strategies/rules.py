@@ -33,7 +33,7 @@ from strategies import (
     centered_clipping,
     clipping,
     geometric_median,
-    krum,
+    krum_rules,
     mda,
     mean,
     median,
@@ -187,7 +187,7 @@ def preaggregate(name: str, updates: np.ndarray, *, num_byzantine: int = 0,
 
 
 # The registry: every rule module lists its rules, every pre-aggregation module its step.
-for _module in (mean, krum, median, trimmed_mean, geometric_median, bulyan, centered_clipping,
+for _module in (mean, krum_rules, median, trimmed_mean, geometric_median, bulyan, centered_clipping,
                 mda):
     for _rule in _module.RULES:
         register_rule(_rule)

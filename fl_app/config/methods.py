@@ -54,6 +54,10 @@ def declared_keys() -> dict[str, DeclaredKey]:
     return declared
 
 
+DECLARED = declared_keys()
+"""The run-config keys that strategies, pre-aggregations and attacks declare."""
+
+
 def method_kwargs(values: Mapping[str, Any], role: str, method: str) -> dict[str, Any]:
     """The keyword arguments of ``method`` from run-config ``values`` (``{"epsilon": 1.0}``)."""
     return {p.kwarg: values[p.key(method)] for p in _declarations(role, method)}

@@ -2,7 +2,8 @@
 
 Defaults live in ``pyproject.toml`` under ``[tool.flwr.app.config]`` (Flower's
 place for them, overridable with ``flwr run . --run-config ...``); this module
-declares each key's type and rule. A test keeps the two in step.
+declares each key's type (its rule is in :mod:`~fl_app.config.rules`). A test keeps the
+two in step.
 
 :func:`parse_run_config` turns Flower's flat ``run_config`` mapping into a
 :class:`RunConfig` and reports every bad value at once (:class:`ConfigErrors`),
@@ -11,31 +12,29 @@ before any data is loaded or any round is run.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from functools import cached_property
 from typing import Any
 
-from attacks.registry import attack_names, get_attack
+from attacks.registry import get_attack
 from fl_app.config.methods import (
     ATTACK,
+    DECLARED,
     PREAGGREGATION,
     STRATEGY,
-    declared_keys,
     method_kwargs,
     preaggregation_list,
-    unknown_preaggregations,
 )
 from fl_app.config.preset import KEY_PRESET, load_preset
-from fl_app.config.threat import ATTACK_KNOWLEDGE, AttackSettings
+from fl_app.config.rules import RULES, coerce
+from fl_app.config.threat import AttackSettings
 from fl_app.errors import ConfigError, ConfigErrors
-from fl_app.learning.data import DATASETS, PARTITIONINGS, DataConfig
-from fl_app.learning.models import MODELS, check_model_fits
+from fl_app.learning.data import DATASETS, DataConfig
+from fl_app.learning.models import check_model_fits
 from fl_app.privacy import DPSettings
-from fl_app.privacy.randomness import NOISE_SOURCES, resolve_noise_source
+from fl_app.privacy.randomness import resolve_noise_source
 from fl_app.task import TrainSettings
-from strategies.params import at_least, non_negative_finite, one_of, positive_finite
-from strategies.registry import strategy_names
 
 # Keys that say where a run writes and whether it continues there; they never change what
 # it computes (a resumed run, a sweep's cells and its reports compare runs without them).
@@ -43,8 +42,6 @@ PLACEMENT_KEYS = ("output-dir", "run-name", "resume")
 # Keys renamed since a release: a config that still uses one gets an error naming the
 # new key, and a stored run's config (summary.json, checkpoint) is read under the new name.
 RENAMED_KEYS = {"ipm-knowledge": "attack-knowledge"}
-DECLARED = declared_keys()
-"""The run-config keys that strategies and attacks declare (:mod:`~fl_app.config.methods`)."""
 
 
 def _declared_defaults() -> dict[str, Any]:
@@ -186,68 +183,6 @@ def stored_config(config: Mapping[str, Any]) -> dict[str, Any]:
     return {**DEFAULTS, **renamed}
 
 
-def _coerce(key: str, value: Any, default: Any) -> Any:
-    """Coerce a run-config value to the type of the field's default, or raise."""
-    kind = type(default)
-    if kind is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false"):
-            return value.lower() == "true"
-        raise ConfigError(key, value, "true or false")
-    if kind is int:
-        if isinstance(value, bool) or not (isinstance(value, int)
-                                           or (isinstance(value, float) and value.is_integer())):
-            raise ConfigError(key, value, "an integer")
-        return int(value)
-    if kind is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(key, value, "a number")
-        return float(value)
-    if not isinstance(value, str):
-        raise ConfigError(key, value, "a string")
-    return value
-
-
-def _fraction(v: float) -> str | None:
-    return None if 0.0 < v <= 1.0 else "a number in (0, 1]"
-
-
-# One rule per key whose values are restricted beyond their type. The DP keys that
-# DPSettings checks are left to it (dp_settings_errors); declared keys bring their rule.
-RULES: dict[str, Callable[[Any], str | None]] = {
-    "num-server-rounds": at_least(1),
-    "fraction-fit": _fraction,
-    "fraction-evaluate": lambda v: None if 0.0 <= v <= 1.0 else "a number in [0, 1]",
-    "dataset": one_of(sorted(DATASETS)),
-    "model": one_of(("auto", *sorted(MODELS))),
-    "partitioning": one_of(PARTITIONINGS),
-    "dirichlet-alpha": lambda v: None if v > 0 else "a number > 0",
-    "local-epochs": at_least(1),
-    "batch-size": at_least(1),
-    "learning-rate": positive_finite,
-    "momentum": lambda v: None if 0.0 <= v < 1.0 else "a number in [0, 1)",
-    "client-threads": at_least(1),
-    "strategy": one_of(strategy_names()),
-    "num-byzantine": lambda v: None if v >= -1 else "an integer >= 0, or -1 for num-attackers",
-    "pre-aggregation": unknown_preaggregations,
-    "server-learning-rate": positive_finite,
-    "server-momentum": lambda v: None if 0.0 <= v < 1.0 else "a number in [0, 1)",
-    "accept-failures": lambda v: None if v >= -1 else "an integer >= 0, or -1 for any number",
-    "max-update-norm": lambda v: None if v >= 0 else "a number > 0, or 0 for no limit",
-    "attack": one_of(attack_names()),
-    "num-attackers": at_least(0),
-    "attack-knowledge": one_of(ATTACK_KNOWLEDGE),
-    "attack-start-round": at_least(1),
-    # 0 means "not set" for these three, which DPSettings writes as None
-    "dp-target-epsilon": non_negative_finite,
-    "dp-delta": lambda v: None if 0.0 <= v < 1.0 else "0 (automatic) or a number in (0, 1)",
-    "dp-max-epsilon": non_negative_finite,
-    "dp-noise-source": one_of(NOISE_SOURCES),
-    **{key: d.param.rule for key, d in DECLARED.items() if d.param.rule},
-}
-
-
 def apply_preset(run_config: Mapping[str, Any], overrides: Mapping[str, Any] | None = None,
                  server_only: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Resolve the ``preset`` key: the preset's values replace the keys left at their default.
@@ -336,7 +271,7 @@ def _checked_values(run_config: Mapping[str, Any]) -> tuple[dict[str, Any], list
                                       "Unknown key (a typo?)."))
             continue
         try:
-            value = _coerce(key, value, DEFAULTS[key])
+            value = coerce(key, value, DEFAULTS[key])
         except ConfigError as exc:
             errors.append(exc)
             continue
