@@ -1,8 +1,10 @@
 """Run a simulation in this process (notebooks, sweeps, tests) with Flower's Simulation Engine.
 
 ``flwr run`` is the way to run the app from a shell; this is the same ServerApp
-and ClientApp started with ``flwr.simulation.run_simulation``, with run-config
-overrides bound in, and the result folder returned.
+and ClientApp started with Flower's Simulation Engine in this process
+(:mod:`fl_app.experiments.engine`), with run-config overrides bound in, and the
+result folder returned. Inside ``with shared_ray():`` consecutive runs share one
+Ray instance and its actors (what ``fl-sweep`` does).
 """
 
 from __future__ import annotations
@@ -11,10 +13,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from flwr.simulation import run_simulation
-
 from fl_app.client_app import make_client_app
 from fl_app.config import parse_run_config
+from fl_app.experiments.engine import RAY_INIT_ARGS, run_in_process
 from fl_app.runs.layout import read_summary
 from fl_app.runs.recorder import resolve_run_dir
 from fl_app.server_app import make_server_app
@@ -27,10 +28,7 @@ def backend_config(num_cpus_per_client: float = DEFAULT_CLIENT_CPUS,
     """Ray backend settings: resources per client (what decides parallelism)."""
     return {"client_resources": {"num_cpus": num_cpus_per_client,
                                  "num_gpus": num_gpus_per_client},
-            # A private Ray instance stays on loopback (left alone, Ray binds the
-            # machine's interface address).
-            "init_args": {"logging_level": "ERROR", "log_to_driver": True,
-                          "_node_ip_address": "127.0.0.1"}}
+            "init_args": dict(RAY_INIT_ARGS)}
 
 
 def simulate(overrides: Mapping[str, Any] | None = None, num_supernodes: int = 10,
@@ -47,10 +45,9 @@ def simulate(overrides: Mapping[str, Any] | None = None, num_supernodes: int = 1
     # validates before Ray starts
     run_dir = resolve_run_dir(parse_run_config(overrides, overrides))
     overrides.update({"output-dir": str(run_dir.parent), "run-name": run_dir.name})
-    run_simulation(server_app=make_server_app(overrides, on_round),
-                   client_app=make_client_app(overrides), num_supernodes=num_supernodes,
-                   backend_config=backend_config(num_cpus_per_client, num_gpus_per_client),
-                   verbose_logging=verbose)
+    run_in_process(make_server_app(overrides, on_round), make_client_app(overrides),
+                   num_supernodes, backend_config(num_cpus_per_client, num_gpus_per_client),
+                   verbose)
     summary = read_summary(run_dir)
     if summary["status"] != "finished":
         raise RuntimeError(f"the simulation did not finish; see {run_dir}")

@@ -144,7 +144,11 @@ def start_checks(cfg: RunConfig, recorder: RunRecorder | None = None
     """The step the round loop runs before round 1: wait for a node, check the federation."""
 
     def check(client_manager: ClientManager) -> None:
-        client_manager.wait_for(1)
+        # Flower's compat loop refreshes its node list every 5 s, and on each call of
+        # num_available/all/sample but not wait_for: asking first registers the nodes
+        # already connected now (all of them in simulation) instead of up to 5 s later.
+        if client_manager.num_available() < 1:
+            client_manager.wait_for(1)
         proxies = list(client_manager.all().values())
         check_federation(cfg, len(proxies), all(is_simulated(p) for p in proxies), recorder)
 

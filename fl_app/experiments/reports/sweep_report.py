@@ -1,4 +1,4 @@
-"""All of a sweep's reports at once, rewritten after every cell."""
+"""All of a sweep's reports at once, rewritten as cells finish and at the end."""
 
 from __future__ import annotations
 

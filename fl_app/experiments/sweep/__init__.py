@@ -24,7 +24,10 @@ stops before running anything and says so.
 A cell runs exactly what ``flwr run`` runs with the same run config (same
 ServerApp, ClientApp and seeds), so its numbers are the same. The reports
 (``sweep.csv`` and plots, :mod:`fl_app.experiments.reports`) are rewritten beside the cells
-after every cell; ``fl-sweep --report-only --out DIR`` regenerates them.
+as cells finish (at most every 30 s) and at the end; ``fl-sweep --report-only --out DIR``
+regenerates them. ``--jobs N`` runs N cells at once (:mod:`~fl_app.experiments.sweep.parallel`);
+either way each process keeps one Ray instance and its actors for all its cells
+(:mod:`fl_app.experiments.engine`).
 
 The package: :mod:`~fl_app.experiments.sweep.values` (command-line values),
 :mod:`~fl_app.experiments.sweep.cells` (planning and validating cells),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +13,8 @@ from fl_app.config import parse_run_config
 from fl_app.config.preset import KEY_PRESET, load_preset
 from fl_app.errors import ConfigError, ConfigErrors
 from fl_app.experiments import reports
+from fl_app.experiments.engine import shared_ray
+from fl_app.experiments.simulate import DEFAULT_CLIENT_CPUS
 from fl_app.experiments.sweep.cells import (
     DEFAULT_NUM_SUPERNODES,
     Cell,
@@ -24,6 +26,7 @@ from fl_app.experiments.sweep.cells import (
     plan_cells,
     validate_cells,
 )
+from fl_app.experiments.sweep.parallel import cores_per_job, run_cells_in_jobs
 from fl_app.experiments.sweep.progress import SweepProgress, make_progress, quiet_flower
 from fl_app.experiments.sweep.resume import cell_state, check_no_changed_cells
 from fl_app.runs.checkpoint import CheckpointError, load_checkpoint, resume_errors
@@ -32,7 +35,7 @@ from fl_app.runs.checkpoint import CheckpointError, load_checkpoint, resume_erro
 def simulate_runner(num_cpus_per_client: float | None = None, verbose: bool = False
                     ) -> CellRunner:
     """The default :class:`CellRunner`: :func:`~fl_app.experiments.simulate.simulate` here."""
-    from fl_app.experiments.simulate import DEFAULT_CLIENT_CPUS, simulate
+    from fl_app.experiments.simulate import simulate
 
     cpus = DEFAULT_CLIENT_CPUS if num_cpus_per_client is None else num_cpus_per_client
 
@@ -133,7 +136,7 @@ def run_sweep(out: str | Path, grid: Grid | Sequence[Grid] | None = None,
               num_supernodes: int = DEFAULT_NUM_SUPERNODES, *,
               runner: CellRunner | None = None, progress: SweepProgress | None = None,
               num_cpus_per_client: float | None = None, verbose: bool = False,
-              dry_run: bool = False) -> SweepResult:
+              dry_run: bool = False, jobs: int = 1) -> SweepResult:
     """Run every cell of the grid(s) that is not already finished, then write the reports.
 
     Args:
@@ -149,6 +152,9 @@ def run_sweep(out: str | Path, grid: Grid | Sequence[Grid] | None = None,
             :mod:`fl_app.experiments.simulate`).
         verbose: Keep Flower's INFO logs and Ray's verbose logging.
         dry_run: Validate and print the plan, run nothing.
+        jobs: Cells run at once, each job in its own process with its share of the
+            cores (:mod:`~fl_app.experiments.sweep.parallel`); with ``jobs > 1`` a
+            given ``runner`` must be picklable.
 
     Returns:
         What ran, what was skipped, what failed, and the report files.
@@ -162,6 +168,8 @@ def run_sweep(out: str | Path, grid: Grid | Sequence[Grid] | None = None,
     overrides, preset = sweep_preset(overrides or {}, preset, grids)
     base = {**(load_preset(preset, "--preset") if preset else {}), **overrides}
     cells = prepare_cells(out, base, grids, overrides, num_supernodes)
+    cores_per_job(jobs, DEFAULT_CLIENT_CPUS if num_cpus_per_client is None
+                  else num_cpus_per_client)  # a bad --jobs fails before anything runs
     result = SweepResult(out)
     progress = progress or make_progress(len(cells), plain=verbose)
     if dry_run:
@@ -169,12 +177,66 @@ def run_sweep(out: str | Path, grid: Grid | Sequence[Grid] | None = None,
         return result
     out.mkdir(parents=True, exist_ok=True)
     write_manifest(out, cells, base, grids, num_supernodes)
-    runner = runner or simulate_runner(num_cpus_per_client, verbose)
+    refresh = ReportRefresh(out)
     with progress, quiet_flower(not verbose):
-        for k, cell in enumerate(cells, 1):
-            run_or_skip(k, cell, out, runner, num_supernodes, progress, result)
+        if jobs == 1:
+            run_in_this_process(cells, out, runner or simulate_runner(num_cpus_per_client,
+                                                                      verbose),
+                                num_supernodes, progress, result, refresh)
+        else:
+            todo = [(k, cell) for k, cell in enumerate(cells, 1)
+                    if not skipped(k, cell, out, progress, result)]
+            run_cells_in_jobs(todo, out, num_supernodes, jobs, progress, result, refresh,
+                              runner=runner, num_cpus_per_client=num_cpus_per_client,
+                              verbose=verbose)
     result.reports = reports.write_reports(out)
     return result
+
+
+class ReportRefresh:
+    """Rewrites the reports after a cell, unless they were rewritten moments ago.
+
+    Reports read every cell folder and redraw every figure, so their cost grows with
+    the sweep (about 2 s at 8 cells): after each cell of a 1000-cell matrix they would
+    cost more than the cells. They are rewritten when at least ``min_interval_s`` and
+    ten times their own last duration have passed, so they stay under a tenth of the
+    sweep's time; the sweep always rewrites them at its end.
+    """
+
+    def __init__(self, out: Path, min_interval_s: float = 30.0) -> None:
+        self.out = out
+        self.min_interval_s = min_interval_s
+        self.last_end = float("-inf")
+        self.last_duration = 0.0
+
+    def __call__(self) -> None:
+        """A cell ended: rewrite the reports if they are due."""
+        now = time.time()
+        if now - self.last_end < max(self.min_interval_s, 10 * self.last_duration):
+            return
+        reports.write_reports(self.out)
+        self.last_end = time.time()
+        self.last_duration = self.last_end - now
+
+
+def run_in_this_process(cells: Sequence[Cell], out: Path, runner: CellRunner,
+                        num_supernodes: int, progress: SweepProgress,
+                        result: SweepResult, after_cell: Callable[[], None]) -> None:
+    """Run the cells one after the other here, all on one Ray instance and its actors."""
+    with shared_ray():
+        for k, cell in enumerate(cells, 1):
+            if run_or_skip(k, cell, out, runner, num_supernodes, progress, result):
+                after_cell()
+
+
+def skipped(k: int, cell: Cell, out: Path, progress: SweepProgress,
+            result: SweepResult) -> bool:
+    """Whether cell ``k`` finished earlier with this configuration (then it is skipped)."""
+    if cell_state(cell, out / cell.name) != "finished":
+        return False
+    result.skipped.append(cell.name)
+    progress.cell_done(k, cell, "skipped (finished earlier)")
+    return True
 
 
 def say_plan(out: Path, cells: Sequence[Cell], progress: SweepProgress) -> None:
@@ -188,13 +250,14 @@ def say_plan(out: Path, cells: Sequence[Cell], progress: SweepProgress) -> None:
 
 
 def run_or_skip(k: int, cell: Cell, out: Path, runner: CellRunner, num_supernodes: int,
-                progress: SweepProgress, result: SweepResult) -> None:
-    """Run cell ``k`` unless it finished earlier; a failure is recorded, not raised."""
+                progress: SweepProgress, result: SweepResult) -> bool:
+    """Run cell ``k`` unless it finished earlier; a failure is recorded, not raised.
+
+    Returns whether the cell ran and finished.
+    """
     cell_dir = out / cell.name
-    if cell_state(cell, cell_dir) == "finished":
-        result.skipped.append(cell.name)
-        progress.cell_done(k, cell, "skipped (finished earlier)")
-        return
+    if skipped(k, cell, out, progress, result):
+        return False
     progress.cell_started(k, cell, parse_run_config(cell.run_config).num_server_rounds)
     if (done := resumable_round(cell, cell_dir)) is not None:
         progress.say(f"cell {k}/{progress.total} {cell.name}: resuming after round {done}")
@@ -204,7 +267,7 @@ def run_or_skip(k: int, cell: Cell, out: Path, runner: CellRunner, num_supernode
     except Exception as exc:  # one broken cell must not lose the others
         result.failed[cell.name] = f"{type(exc).__name__}: {exc}"
         progress.cell_done(k, cell, f"failed: {type(exc).__name__}: {exc}")
-        return
+        return False
     result.ran.append(cell.name)
     progress.cell_done(k, cell, f"finished in {time.time() - started:.0f} s")
-    reports.write_reports(out)
+    return True

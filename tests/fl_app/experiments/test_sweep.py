@@ -462,3 +462,44 @@ def test_a_real_sweep_runs_end_to_end_and_matches_a_direct_simulation(tmp_path_f
     capsys.readouterr()
     assert main(argv) == 0  # resumes: nothing left to run
     assert capsys.readouterr().out.count("skipped (finished earlier)") == 2
+
+
+# ---------------------------------------------------------------------------- --jobs
+
+
+@pytest.mark.parametrize(("jobs", "env", "allowed"), [
+    (0, {}, "an integer >= 1"), (10**6, {}, "at most"),
+    (2, {"RAY_ADDRESS": "127.0.0.1:6379"}, "1 when RAY_ADDRESS names a Ray cluster")])
+def test_a_bad_jobs_count_is_refused_before_anything_runs(tmp_path, monkeypatch, jobs, env,
+                                                          allowed):
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    runner = FakeRunner()
+    with pytest.raises(ConfigError, match="'--jobs'") as info:
+        run_sweep(tmp_path, GRID, ATTACK, runner=runner, progress=quiet(), jobs=jobs)
+    assert allowed in str(info.value)
+    assert not runner.calls and not any(tmp_path.iterdir())
+
+
+def test_jobs_run_every_cell_in_worker_processes_and_report_a_failure(tmp_path, no_png):
+    result = run_sweep(tmp_path, GRID, ATTACK, runner=FakeRunner(fail={NAMES[1]}),
+                       progress=quiet(), jobs=2)
+    assert list(result.failed) == [NAMES[1]] and "boom" in result.failed[NAMES[1]]
+    assert sorted(result.ran) == sorted([NAMES[0], *NAMES[2:]])
+    rows = reports.read_csv(tmp_path / "sweep.csv")
+    assert [r["cell"] for r in rows] == [NAMES[0], *NAMES[2:]]  # the grid's order
+    again = run_sweep(tmp_path, GRID, ATTACK, runner=FakeRunner(), progress=quiet(), jobs=2)
+    assert sorted(again.skipped) == sorted([NAMES[0], *NAMES[2:]]) and again.ran == [NAMES[1]]
+
+
+def test_real_cells_in_two_jobs_equal_the_same_cells_run_one_by_one(tmp_path):
+    grid = {"strategy": ["fedavg", "median"]}
+    config = {**SMALL, "attack": "alie", "num-attackers": 2}
+    parallel = run_sweep(tmp_path / "jobs", grid, config, progress=quiet(), jobs=2)
+    serial = run_sweep(tmp_path / "one", grid, config, progress=quiet())
+    assert not parallel.failed and sorted(parallel.ran) == serial.ran
+    for name in serial.ran:
+        got = reports.read_csv(tmp_path / "jobs" / name / "rounds.csv")
+        want = reports.read_csv(tmp_path / "one" / name / "rounds.csv")
+        for column in ("test_accuracy", "test_loss", "sampled_clients", "byzantine_clients"):
+            assert [r[column] for r in got] == [r[column] for r in want], (name, column)

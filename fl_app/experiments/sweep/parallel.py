@@ -1,0 +1,116 @@
+"""``fl-sweep --jobs N``: cells in N worker processes, each with its own kept Ray instance.
+
+Flower's Simulation Engine runs one simulation at a time per process, so the
+parallel unit is a process. Each job starts a private Ray instance with its share of
+the cores (``cores // N``) once and keeps it, and its client actors, for every cell
+it runs (:func:`fl_app.experiments.engine.open_session`). Jobs take cells in the
+sweep's order as they free up; the parent records each outcome and refreshes the
+reports as a sequential sweep does.
+
+Why not N sweeps sharing one Ray instance: every job's actor pool is sized from the
+whole instance's CPUs and kept between cells, so the second job's actors would wait
+for the first job's to exit, that is, for the first job to end.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from pathlib import Path
+
+from fl_app.errors import ConfigError
+from fl_app.experiments.sweep.cells import Cell, CellRunner, SweepResult
+from fl_app.experiments.sweep.progress import SweepProgress, quiet_flower
+
+
+def machine_cores() -> int:
+    """The CPU cores this process may use (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def cores_per_job(jobs: int, num_cpus_per_client: float) -> int:
+    """Each job's share of the cores, or a :class:`ConfigError` naming ``--jobs``.
+
+    >>> cores_per_job(2, 1.0) if machine_cores() >= 2 else 1
+    1
+    """
+    cores = machine_cores()
+    if jobs < 1:
+        raise ConfigError("--jobs", jobs, "an integer >= 1")
+    if os.environ.get("RAY_ADDRESS") and jobs > 1:
+        raise ConfigError("--jobs", jobs, "1 when RAY_ADDRESS names a Ray cluster",
+                          "On a cluster the one job's actors already spread over every "
+                          "node's CPUs; jobs would queue behind each other's actors.")
+    share = cores // jobs
+    if share < num_cpus_per_client:
+        raise ConfigError("--jobs", jobs, f"at most {int(cores // num_cpus_per_client)} on "
+                          f"this machine ({cores} cores, {num_cpus_per_client:g} per client)",
+                          "Each job needs the CPUs of at least one client.")
+    return share
+
+
+def _start_job(num_cpus: int, quiet: bool) -> None:
+    """Worker initialiser: one Ray instance for every cell this job runs."""
+    from fl_app.experiments.engine import close_session, open_session
+
+    # (after importing Flower, whose logger sets its own level when first imported)
+    quiet_flower(quiet).__enter__()  # for the worker's lifetime, as the sequential sweep
+    open_session(num_cpus)
+    import atexit
+
+    atexit.register(close_session)
+
+
+def _run_one(cell: Cell, cell_dir: Path, num_supernodes: int, runner: CellRunner | None,
+             num_cpus_per_client: float | None, verbose: bool) -> float:
+    """Run one cell in a job; return its wall time in seconds."""
+    from fl_app.experiments.sweep.runner import run_cell, simulate_runner
+
+    started = time.time()
+    run_cell(cell, cell_dir, runner or simulate_runner(num_cpus_per_client, verbose),
+             num_supernodes, lambda row: None)
+    return time.time() - started
+
+
+def run_cells_in_jobs(todo: Sequence[tuple[int, Cell]], out: Path, num_supernodes: int,
+                      jobs: int, progress: SweepProgress, result: SweepResult,
+                      after_cell: Callable[[], None], *, runner: CellRunner | None = None,
+                      num_cpus_per_client: float | None = None,
+                      verbose: bool = False) -> None:
+    """Run ``todo`` (1-based index, cell) in ``jobs`` processes; record each outcome.
+
+    ``runner`` (tests) must be picklable: it runs in the job's process.
+    """
+    from fl_app.experiments.simulate import DEFAULT_CLIENT_CPUS
+
+    cpus = DEFAULT_CLIENT_CPUS if num_cpus_per_client is None else num_cpus_per_client
+    share = cores_per_job(jobs, cpus)
+    # spawn, not fork: a fork of a process holding Ray's or torch's threads can deadlock
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(jobs, mp_context=context, initializer=_start_job,
+                             initargs=(share, not verbose)) as pool:
+        pending: dict[Future, tuple[int, Cell]] = {}
+        for k, cell in todo:
+            future = pool.submit(_run_one, cell, out / cell.name, num_supernodes, runner,
+                                 num_cpus_per_client, verbose)
+            pending[future] = (k, cell)
+        progress.say(f"{len(todo)} cells in {jobs} jobs of {share} core(s) each")
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                k, cell = pending.pop(future)
+                try:
+                    seconds = future.result()
+                except Exception as exc:  # one broken cell (or job) must not lose the others
+                    result.failed[cell.name] = f"{type(exc).__name__}: {exc}"
+                    progress.cell_done(k, cell, f"failed: {type(exc).__name__}: {exc}")
+                    continue
+                result.ran.append(cell.name)
+                progress.cell_done(k, cell, f"finished in {seconds:.0f} s")
+                after_cell()
