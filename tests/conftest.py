@@ -23,3 +23,16 @@ def cifar_dir() -> Path:
             pytest.fail(f"CI needs the real CIFAR-10 at {CIFAR_DIR} (../shared/data)")
         pytest.skip(f"real CIFAR-10 not found at {CIFAR_DIR}")
     return CIFAR_DIR
+
+
+@pytest.fixture(scope="module")
+def shared_engine():
+    """One Ray instance and its client actors for all of a module's simulations.
+
+    Saves each run Ray's start and the actors' imports; a run in a session equals the
+    same run alone (tests/fl_app/experiments/test_engine.py).
+    """
+    from fl_app.experiments.engine import shared_ray
+
+    with shared_ray():
+        yield

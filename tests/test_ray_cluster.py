@@ -137,6 +137,35 @@ def test_simulate_runs_on_an_existing_ray_cluster(ray_head, tmp_path, monkeypatc
     assert ray_head.service.returncode is None  # the cluster outlives the run
 
 
+def test_a_sweep_runs_its_cells_on_an_existing_ray_cluster(ray_head, tmp_path, monkeypatch):
+    """``fl-sweep`` with ``RAY_ADDRESS`` joins the cluster once and keeps its actors there."""
+    import ray
+
+    from fl_app.experiments import engine
+    from fl_app.experiments.sweep import main
+
+    monkeypatch.setenv("RAY_ADDRESS", ray_head.address)
+    seen = []
+    original = engine.SharedRayBackend.build
+
+    def build(self, app_fn):  # which actors served each cell, on which cluster
+        original(self, app_fn)
+        seen.append((ray.get_runtime_context().gcs_address,
+                     sorted(a._actor_id.hex() for a in self.pool.pool)))
+
+    monkeypatch.setattr(engine.SharedRayBackend, "build", build)
+    assert main(["--set", "num-server-rounds=1", "fraction-fit=1.0",
+                 "--grid", "seed=0,1", "--num-supernodes", str(NUM_SUPERNODES),
+                 "--out", str(tmp_path / "sweep")]) == 0
+    for cell in ("seed=0", "seed=1"):
+        assert_completed(tmp_path / "sweep" / cell, rounds=1)
+    assert len(seen) == 2 and seen[0] == seen[1]  # the same actors served both cells
+    assert seen[0][0].endswith(ray_head.address.rsplit(":", 1)[1])  # on the cluster
+    assert len(seen[0][1]) == HEAD_CPUS  # one per cluster CPU
+    assert os.getpid() in ray_head.drivers() and not ray.is_initialized()
+    assert ray_head.service.returncode is None
+
+
 def test_flwr_run_simulation_on_an_existing_ray_cluster(ray_head, tmp_path):
     """``flwr run`` through a simulation SuperLink started with ``RAY_ADDRESS`` joins it too."""
     env = flower_env(tmp_path)

@@ -285,6 +285,8 @@ DOCS: dict[str, Runs | CoveredBy] = {
         (f"{RAY}test_flwr_run_simulation_on_an_existing_ray_cluster",), "a Ray cluster"),
     'os.environ["RAY_ADDRESS"]': CoveredBy(
         (f"{RAY}test_simulate_runs_on_an_existing_ray_cluster",), "a Ray cluster"),
+    "RAY_ADDRESS=127.0.0.1:6379 fl-sweep": CoveredBy(
+        (f"{RAY}test_a_sweep_runs_its_cells_on_an_existing_ray_cluster",), "a Ray cluster"),
     # -- benchmarks
     "benchmarks/bench_krum.py": Runs(append("--sizes 25x62006 --repeats 1"),
                                      exits_zero("legacy yes")),

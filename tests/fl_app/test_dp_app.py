@@ -16,6 +16,8 @@ from fl_app.federation.roles import wrap_byzantine
 from fl_app.privacy import default_delta, sample_rate, steps_per_epoch
 from fl_app.server_app import initial_weights
 
+pytestmark = pytest.mark.usefixtures("shared_engine")  # one Ray for the module's runs
+
 N = 10
 
 

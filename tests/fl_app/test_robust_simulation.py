@@ -7,6 +7,8 @@ import pytest
 from fl_app.experiments.simulate import simulate
 from strategies.rules import preaggregation_names, rule_names
 
+pytestmark = pytest.mark.usefixtures("shared_engine")  # one Ray for the module's runs
+
 ATTACK = {"num-server-rounds": 2, "fraction-fit": 1.0, "attack": "sign-flip",
           "num-attackers": 2, "sign-flip-scale": 4.0, "attack-knowledge": "own",
           "num-byzantine": 2, "learning-rate": 0.1}

@@ -13,6 +13,8 @@ from fl_app.learning.models import build_model
 from fl_app.runs.recorder import ROUND_COLUMNS
 from fl_app.task import set_weights
 
+pytestmark = pytest.mark.usefixtures("shared_engine")  # one Ray for the module's runs
+
 
 def rounds(run_dir):
     with open(run_dir / "rounds.csv") as f:

@@ -11,6 +11,8 @@ from fl_app.config import DEFAULTS, apply_preset, parse_run_config, preset, with
 from fl_app.errors import ConfigError, ConfigErrors
 from fl_app.experiments.simulate import simulate
 
+pytestmark = pytest.mark.usefixtures("shared_engine")  # one Ray for the module's runs
+
 REPO = Path(__file__).resolve().parents[3]
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
 FLOWER_DEFAULTS = PYPROJECT["tool"]["flwr"]["app"]["config"]

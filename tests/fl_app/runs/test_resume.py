@@ -32,6 +32,8 @@ from fl_app.runs.recorder import RunRecorder
 from fl_app.task import get_weights
 from tests._processes import Processes, with_descendants
 
+pytestmark = pytest.mark.usefixtures("shared_engine")  # one Ray for the module's runs
+
 # Krum against colluding IPM attackers, DP-SGD on the honest clients, 5 of 7 nodes sampled
 # per round and 2 evaluated: every piece of state a round carries over is exercised (the
 # model, the sampler's stream, used by fit and evaluate sampling, the DP accountants).
