@@ -14,8 +14,11 @@ for the first job's to exit, that is, for the first job to end.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import multiprocessing
 import os
+import signal
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -24,6 +27,8 @@ from pathlib import Path
 from fl_app.errors import ConfigError
 from fl_app.experiments.sweep.cells import Cell, CellRunner, SweepResult
 from fl_app.experiments.sweep.progress import SweepProgress, quiet_flower
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def machine_cores() -> int:
@@ -55,13 +60,63 @@ def cores_per_job(jobs: int, num_cpus_per_client: float) -> int:
     return share
 
 
-def _start_job(num_cpus: int, quiet: bool) -> None:
+def _descendants(root: int) -> list[int]:
+    """Every process ``root`` started, transitively (Linux ``/proc``; else none)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            # the command name, in parentheses, may hold spaces: the fields follow its ")"
+            fields = entry.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # ended meanwhile
+        children.setdefault(int(fields[1]), []).append(int(entry.parent.name))
+    found, todo = [], list(children.get(root, ()))
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(children.get(pid, ()))
+    return found
+
+
+def _end_job(signum: int, frame: object) -> None:
+    """Kill this job's process tree (its Ray instance and actors), then exit.
+
+    Not ``ray.shutdown()``: called from a signal handler it can wait forever on Ray's
+    own threads; and a job killed mid-cell has nothing to save (the cell's checkpoint
+    is on disk, and the next sweep resumes it).
+    """
+    for pid in _descendants(os.getpid()):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+    os._exit(128 + signum)
+
+
+def _die_with(parent_pid: int) -> None:
+    """End this job when the sweep's process ends, however it ends (Linux).
+
+    A job outliving a killed ``fl-sweep`` would keep training, and its Ray instance
+    would outlive it.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):  # not Linux: a killed sweep leaves its jobs running
+        return
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        raise SystemExit(1)
+
+
+def _start_job(num_cpus: int, quiet: bool, parent_pid: int) -> None:
     """Worker initialiser: one Ray instance for every cell this job runs."""
+    _die_with(parent_pid)
     from fl_app.experiments.engine import close_session, open_session
 
     # (after importing Flower, whose logger sets its own level when first imported)
     quiet_flower(quiet).__enter__()  # for the worker's lifetime, as the sequential sweep
+    signal.signal(signal.SIGTERM, _end_job)
     open_session(num_cpus)
+    # again: ray.init installs its own handler, which exits and leaves Ray running
+    signal.signal(signal.SIGTERM, _end_job)
     import atexit
 
     atexit.register(close_session)
@@ -94,7 +149,7 @@ def run_cells_in_jobs(todo: Sequence[tuple[int, Cell]], out: Path, num_supernode
     # spawn, not fork: a fork of a process holding Ray's or torch's threads can deadlock
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(jobs, mp_context=context, initializer=_start_job,
-                             initargs=(share, not verbose)) as pool:
+                             initargs=(share, not verbose, os.getpid())) as pool:
         pending: dict[Future, tuple[int, Cell]] = {}
         for k, cell in todo:
             future = pool.submit(_run_one, cell, out / cell.name, num_supernodes, runner,

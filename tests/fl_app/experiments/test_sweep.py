@@ -3,6 +3,11 @@
 import csv
 import io
 import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,6 +29,8 @@ from fl_app.experiments.sweep import (
 )
 from fl_app.runs.checkpoint import Checkpoint, save_checkpoint
 from fl_app.runs.recorder import ROUND_COLUMNS, RunRecorder, resolve_run_dir
+from tests._processes import Processes
+from tests.conftest import REPO
 
 SMALL = {"num-server-rounds": 2, "fraction-fit": 1.0}
 GRID = {"num-attackers": [1, 3], "strategy": ["fedavg", "krum"]}
@@ -63,6 +70,13 @@ class FakeRunner:
             recorder.on_evaluate(rnd, 1.0 / (rnd + 1), 0.3 * rnd + 0.01 * cfg.num_attackers,
                                  [np.zeros(2, dtype=np.float32)])
         return run_dir
+
+
+class SlowRunner:
+    """A cell that takes ten minutes (a sweep to interrupt)."""
+
+    def __call__(self, run_config, num_supernodes, on_round):
+        time.sleep(600)
 
 
 def quiet(total=10):
@@ -503,3 +517,43 @@ def test_real_cells_in_two_jobs_equal_the_same_cells_run_one_by_one(tmp_path):
         want = reports.read_csv(tmp_path / "one" / name / "rounds.csv")
         for column in ("test_accuracy", "test_loss", "sampled_clients", "byzantine_clients"):
             assert [r[column] for r in got] == [r[column] for r in want], (name, column)
+
+
+def test_killing_the_sweep_ends_its_jobs_and_their_ray(tmp_path):
+    """SIGTERM to fl-sweep alone: its job processes and their Ray instances end too."""
+    code = ("import sys; from fl_app.experiments.sweep import run_sweep; "
+            "from tests.fl_app.experiments.test_sweep import SlowRunner; "
+            "run_sweep(sys.argv[1], {'seed': [0, 1, 2]}, {'num-server-rounds': 1}, "
+            "runner=SlowRunner(), jobs=2)")
+    processes = Processes(tmp_path, {**os.environ, "PYTHONPATH": str(REPO)})
+    sweep_process = processes.start("sweep", [sys.executable, "-c", code, str(tmp_path / "s")])
+    try:
+        deadline = time.monotonic() + 180
+        while sum("raylet" in name for name in process_names(sweep_process)) < 2:
+            assert sweep_process.returncode is None, sweep_process.log_tail()
+            assert time.monotonic() < deadline, "the two jobs did not start Ray in 180 s"
+            time.sleep(0.5)
+        time.sleep(5)  # both jobs past ray.init, into their first cell
+        sweep_process.track()
+        os.kill(sweep_process.pid, signal.SIGTERM)  # the sweep only, not its process group
+        deadline = time.monotonic() + 60
+        while sweep_process.running() and time.monotonic() < deadline:
+            time.sleep(0.5)
+            sweep_process.track()
+        left = [f"{p.pid}: {name_of(p.pid)}" for p in sweep_process.running()]
+    finally:
+        processes.stop_all()
+    assert not left, "\n".join(x[:150] for x in left)
+
+
+def process_names(service):
+    """The command names of a service's running processes (tracked now)."""
+    service.track()
+    return [name_of(p.pid) for p in service.running()]
+
+
+def name_of(pid):
+    try:
+        return (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
