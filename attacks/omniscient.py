@@ -129,6 +129,11 @@ class OmniscientAdversary:
     accepted updates; from ``start_round`` on it corrupts ``num_attackers`` of
     them at random (seeded by the run's seed and the round) with ``attack``
     crafted from the exact mean of the others, and says which rows it rewrote.
+
+    A round whose failures left ``n <= num_attackers`` accepted updates (e.g. a model
+    already destroyed by the attack, on which honest training diverges) is corrupted
+    in ``n - 1`` rows: the attacks craft from the honest rows, so one must stay, and
+    the run goes on instead of stopping on a count the adversary cannot reach.
     """
 
     def __init__(self, attack: str, num_attackers: int, start_round: int, seed: int,
@@ -144,7 +149,10 @@ class OmniscientAdversary:
         """Return the round's updates with the corrupted rows replaced, and those rows."""
         if server_round < self.start_round or self.num_attackers == 0:
             return updates, []
+        num_attackers = min(self.num_attackers, len(updates) - 1)
+        if num_attackers < 1:
+            return updates, []
         rng = np.random.default_rng([self.seed, server_round])
-        corrupted = choose_corrupted(len(updates), self.num_attackers, rng)
+        corrupted = choose_corrupted(len(updates), num_attackers, rng)
         return (corrupt_updates(updates, corrupted, self.attack, rng, **self.attack_params),
                 [int(i) for i in corrupted])

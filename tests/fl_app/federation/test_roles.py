@@ -111,6 +111,19 @@ def test_omniscient_hook_corrupts_exactly_q_from_the_start_round():
     assert omniscient_hook(parse_run_config({})) is None
 
 
+@pytest.mark.parametrize(("accepted", "corrupted_rows"), [(3, 2), (2, 1), (1, 0), (0, 0)])
+def test_a_round_left_with_few_updates_keeps_one_honest_row_and_goes_on(accepted,
+                                                                         corrupted_rows):
+    """Failures can leave fewer updates than attackers (3 here); the run must not stop."""
+    hook = omniscient_hook(attack_cfg(**{"attack-knowledge": "omniscient"}))
+    updates = np.random.default_rng(1).normal(size=(accepted, 20))
+    out, corrupted = hook(1, updates, [{}] * accepted)
+    assert len(corrupted) == corrupted_rows
+    honest = [i for i in range(accepted) if i not in corrupted]
+    assert len(honest) == min(accepted, 1) or accepted > 3
+    np.testing.assert_array_equal(out[honest], updates[honest])
+
+
 def test_a_device_without_its_partition_in_the_node_config_gets_a_clear_error():
     from fl_app.client_app import node_partition
     from fl_app.errors import ConfigError
