@@ -8,6 +8,9 @@ over; ``num-attackers`` and the data heterogeneity label the rows):
   (heterogeneity, num-attackers, strategy, attack);
 - ``matrix_worst_case.csv``: per aggregator, the worst mean over the attacks (the metric
   the ByzFL benchmark ranks by), and which attack it was;
+- ``matrix_backdoor.csv`` (when the sweep ran ``backdoor``): per aggregator, the final
+  backdoor accuracy (triggered test images classified as the target), mean, std and
+  count over seeds; the clean accuracy of those cells is in ``matrix.csv``;
 - ``matrix_heatmap_<heterogeneity>.png``: aggregator x attack, mean final accuracy;
 - ``matrix_curves_<heterogeneity>.png``: accuracy per round, one panel per attack, one
   line per aggregator, the mean with its 95% confidence band over seeds.
@@ -26,6 +29,7 @@ MATRIX_CSV = "matrix.csv"
 WORST_CASE_CSV = "matrix_worst_case.csv"
 HEATMAP = "matrix_heatmap_{}.png"
 CURVES = "matrix_curves_{}.png"
+BACKDOOR_CSV = "matrix_backdoor.csv"
 ROWS = ["heterogeneity", "num-attackers", "strategy", "attack"]
 
 
@@ -74,6 +78,27 @@ def worst_case(table):
         [*ROWS[:3], "worst_attack", "worst_case_accuracy"]].reset_index(drop=True)
 
 
+def backdoor_table(cells: Sequence[CellResult]):
+    """Final backdoor accuracy over seeds per (heterogeneity, num-attackers, strategy).
+
+    A DataFrame, or None when no cell ran the backdoor.
+    """
+    import pandas as pd
+
+    frame = pd.DataFrame([{"heterogeneity": heterogeneity(c.config),
+                           "num-attackers": c.config.get("num-attackers", 0),
+                           "strategy": c.config.get("strategy"),
+                           "backdoor_accuracy": float(c.rounds[-1]["backdoor_accuracy"])}
+                          for c in cells if c.config.get("attack") == "backdoor"
+                          and c.rounds and c.rounds[-1].get("backdoor_accuracy")])
+    if frame.empty:
+        return None
+    table = frame.groupby(ROWS[:3])["backdoor_accuracy"].agg(["mean", "std", "count"])
+    return table.reset_index().rename(columns={"mean": "backdoor_accuracy_mean",
+                                               "std": "backdoor_accuracy_std",
+                                               "count": "seeds"})
+
+
 def _curves_frame(cells: Sequence[CellResult]):
     import pandas as pd
 
@@ -96,6 +121,10 @@ def write_matrix(cells: Sequence[CellResult], out: Path) -> list[Path]:
     written = [out / MATRIX_CSV, out / WORST_CASE_CSV]
     table.to_csv(written[0], index=False)
     worst_case(table).to_csv(written[1], index=False)
+    backdoor = backdoor_table(cells)
+    if backdoor is not None:
+        written.append(out / BACKDOOR_CSV)
+        backdoor.to_csv(written[-1], index=False)
     curves = _curves_frame(cells)
     for level, part in table.groupby("heterogeneity"):
         grid = part.pivot_table(index="strategy", columns="attack",

@@ -6,7 +6,12 @@ import json
 import pytest
 
 from fl_app.experiments.reports import write_reports
-from fl_app.experiments.reports.matrix import MATRIX_CSV, WORST_CASE_CSV, heterogeneity
+from fl_app.experiments.reports.matrix import (
+    BACKDOOR_CSV,
+    MATRIX_CSV,
+    WORST_CASE_CSV,
+    heterogeneity,
+)
 
 # (strategy, attack, partitioning, alpha, seed) -> final accuracy
 FINAL = {}
@@ -19,7 +24,7 @@ for strategy, base in (("fedavg", 0.9), ("krum", 0.8)):
                     base - hit - (0.1 if partitioning == "dirichlet" else 0) + 0.01 * seed, 6)
 
 
-def write_cell(out, key, accuracy):
+def write_cell(out, key, accuracy, backdoor=""):
     strategy, attack, partitioning, alpha, seed = key
     folder = out / f"{strategy},{attack},{partitioning},{alpha},{seed}"
     folder.mkdir(parents=True)
@@ -27,10 +32,10 @@ def write_cell(out, key, accuracy):
               else 2, "partitioning": partitioning, "dirichlet-alpha": alpha, "seed": seed}
     (folder / "summary.json").write_text(json.dumps({"status": "finished", "config": config}))
     with open(folder / "rounds.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, ["round", "test_accuracy"])
+        writer = csv.DictWriter(f, ["round", "test_accuracy", "backdoor_accuracy"])
         writer.writeheader()
-        writer.writerows([{"round": 0, "test_accuracy": 0.1},
-                          {"round": 1, "test_accuracy": accuracy}])
+        writer.writerows([{"round": 0, "test_accuracy": 0.1, "backdoor_accuracy": ""},
+                          {"round": 1, "test_accuracy": accuracy, "backdoor_accuracy": backdoor}])
 
 
 @pytest.fixture
@@ -71,3 +76,17 @@ def test_the_worst_case_is_the_lowest_mean_over_attacks(matrix_dir):
 def test_heterogeneity_labels():
     assert heterogeneity({"partitioning": "iid", "dirichlet-alpha": 0.5}) == "iid"
     assert heterogeneity({"partitioning": "dirichlet", "dirichlet-alpha": 1.0}) == "dirichlet-1.0"
+
+
+def test_backdoor_cells_get_their_backdoor_accuracy_over_seeds(matrix_dir):
+    assert BACKDOOR_CSV not in {p.name for p in write_reports(matrix_dir)}  # none ran it
+    for seed, hit in enumerate((0.9, 0.8, 0.7)):
+        write_cell(matrix_dir, ("fedavg", "backdoor", "iid", 0.5, seed), 0.85, backdoor=hit)
+        write_cell(matrix_dir, ("krum", "backdoor", "iid", 0.5, seed), 0.7, backdoor=0.1)
+    assert BACKDOOR_CSV in {p.name for p in write_reports(matrix_dir)}
+    rows = {r["strategy"]: r for r in read(matrix_dir / BACKDOOR_CSV)}
+    assert set(rows) == {"fedavg", "krum"}
+    assert float(rows["fedavg"]["backdoor_accuracy_mean"]) == pytest.approx(0.8)
+    assert float(rows["fedavg"]["backdoor_accuracy_std"]) == pytest.approx(0.1)
+    assert float(rows["krum"]["backdoor_accuracy_mean"]) == pytest.approx(0.1)
+    assert rows["krum"]["seeds"] == "3" and rows["krum"]["heterogeneity"] == "iid"
