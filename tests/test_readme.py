@@ -260,7 +260,6 @@ DOCS: dict[str, Runs | CoveredBy] = {
         sweep_cells("fl-sweeps/seed-small", 8), 900),
     "--preset robustness-digits --num-supernodes 15 --jobs 2 --out ~/fl-sweeps/matrix ": Runs(
         append("--dry-run"), exits_zero("cell 1134/1134")),
-    "--out ~/fl-sweeps/matrix-slice": Runs(append("--dry-run"), exits_zero("cell 32/32")),
     # -- crash and resume
     "run-name='exp1' resume=true": Runs(flwr_rounds("num-server-rounds=1"), resume_checks),
     # -- real devices
