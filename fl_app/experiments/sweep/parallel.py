@@ -134,28 +134,26 @@ def _run_one(cell: Cell, cell_dir: Path, num_supernodes: int, runner: CellRunner
 
 
 def run_cells_in_jobs(todo: Sequence[tuple[int, Cell]], out: Path, num_supernodes: int,
-                      jobs: int, progress: SweepProgress, result: SweepResult,
+                      jobs: int, cores_each: int, progress: SweepProgress,
+                      result: SweepResult,
                       after_cell: Callable[[], None], *, runner: CellRunner | None = None,
                       num_cpus_per_client: float | None = None,
                       verbose: bool = False) -> None:
     """Run ``todo`` (1-based index, cell) in ``jobs`` processes; record each outcome.
 
+    ``cores_each`` is each job's Ray CPUs (:func:`cores_per_job`, checked at start).
     ``runner`` (tests) must be picklable: it runs in the job's process.
     """
-    from fl_app.experiments.simulate import DEFAULT_CLIENT_CPUS
-
-    cpus = DEFAULT_CLIENT_CPUS if num_cpus_per_client is None else num_cpus_per_client
-    share = cores_per_job(jobs, cpus)
     # spawn, not fork: a fork of a process holding Ray's or torch's threads can deadlock
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(jobs, mp_context=context, initializer=_start_job,
-                             initargs=(share, not verbose, os.getpid())) as pool:
+                             initargs=(cores_each, not verbose, os.getpid())) as pool:
         pending: dict[Future, tuple[int, Cell]] = {}
         for k, cell in todo:
             future = pool.submit(_run_one, cell, out / cell.name, num_supernodes, runner,
                                  num_cpus_per_client, verbose)
             pending[future] = (k, cell)
-        progress.say(f"{len(todo)} cells in {jobs} jobs of {share} core(s) each")
+        progress.say(f"{len(todo)} cells in {jobs} jobs of {cores_each} core(s) each")
         while pending:
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:

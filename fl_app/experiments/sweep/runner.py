@@ -168,8 +168,8 @@ def run_sweep(out: str | Path, grid: Grid | Sequence[Grid] | None = None,
     overrides, preset = sweep_preset(overrides or {}, preset, grids)
     base = {**(load_preset(preset, "--preset") if preset else {}), **overrides}
     cells = prepare_cells(out, base, grids, overrides, num_supernodes)
-    cores_per_job(jobs, DEFAULT_CLIENT_CPUS if num_cpus_per_client is None
-                  else num_cpus_per_client)  # a bad --jobs fails before anything runs
+    share = cores_per_job(jobs, DEFAULT_CLIENT_CPUS if num_cpus_per_client is None
+                          else num_cpus_per_client)  # a bad --jobs fails before anything runs
     result = SweepResult(out)
     progress = progress or make_progress(len(cells), plain=verbose)
     if dry_run:
@@ -186,8 +186,8 @@ def run_sweep(out: str | Path, grid: Grid | Sequence[Grid] | None = None,
         else:
             todo = [(k, cell) for k, cell in enumerate(cells, 1)
                     if not skipped(k, cell, out, progress, result)]
-            run_cells_in_jobs(todo, out, num_supernodes, jobs, progress, result, refresh,
-                              runner=runner, num_cpus_per_client=num_cpus_per_client,
+            run_cells_in_jobs(todo, out, num_supernodes, jobs, share, progress, result,
+                              refresh, runner=runner, num_cpus_per_client=num_cpus_per_client,
                               verbose=verbose)
     result.reports = reports.write_reports(out)
     return result
