@@ -40,7 +40,8 @@ KNOWLEDGE_MODES = ("own", "colluders")
 # (images, labels) -> poisoned (images, labels), as numpy arrays
 Poison = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 # (parameters, server_round, partition_id, poison) -> (weights, num_examples, loss)
-TrainFn = Callable[[NDArrays, int, int, Poison | None], tuple[NDArrays, int, float]]
+# (..., anomaly_weight: the pull towards the global model of constrain-and-scale)
+TrainFn = Callable[..., tuple[NDArrays, int, float]]
 
 
 class ByzantineClient(NumPyClient):
@@ -87,8 +88,10 @@ class ByzantineClient(NumPyClient):
         poison = None
         if active and self.spec.kind is AttackKind.DATA:
             poison = self._poisoner(server_round)
+        anomaly = {"anomaly_weight": self.attack_params["anomaly_weight"]} if (
+            poison is not None and self.attack_params.get("anomaly_weight")) else {}
         weights, num_examples, loss = self.train_fn(parameters, server_round,
-                                                    self.partition_id, poison)
+                                                    self.partition_id, poison, **anomaly)
         metrics = self.make_metrics(loss)
         if active and self.spec.kind is AttackKind.DATA and self.spec.scale is not None:
             base = flatten(parameters)  # model replacement: scale the poisoned update

@@ -342,4 +342,5 @@ register_attack("opt-alie", AttackKind.UPDATE, opt_alie.craft_opt_alie,
 register_attack("backdoor", AttackKind.DATA, backdoor.poison_with_trigger,
                 "a pixel trigger relabelled to a target, with model replacement (Bagdasaryan "
                 "et al. 2020)", params=backdoor.PARAMS,
-                context=("num_clients", "server_learning_rate"), scale=backdoor.scale_update)
+                context=("num_clients", "server_learning_rate", "attackers_per_round"),
+                scale=backdoor.scale_update)

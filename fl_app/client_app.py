@@ -63,13 +63,14 @@ class HonestClient(NumPyClient):
                       partition_id: int | None = None,
                       poison: Callable[[np.ndarray, np.ndarray],
                                        tuple[np.ndarray, np.ndarray]] | None = None,
-                      ) -> tuple[NDArrays, int, float]:
+                      anomaly_weight: float = 0.0) -> tuple[NDArrays, int, float]:
         """Train from ``parameters`` on a partition (this one by default), without DP.
 
         Deterministic in (seed, round, partition). Returns the new weights, the
         number of examples and the mean training loss. The Byzantine wrapper calls
         this to form its estimate of honest updates (``poison`` transforms the images and
-        labels of a data attack).
+        labels of a data attack, ``anomaly_weight`` its pull towards ``parameters``:
+        :func:`~fl_app.task.train`).
         """
         pid = self.partition_id if partition_id is None else partition_id
         seed = derived_seed(self.cfg.seed, server_round, pid)
@@ -80,7 +81,8 @@ class HonestClient(NumPyClient):
         if poison is not None:
             x_poisoned, y_poisoned = poison(x.numpy(), y.numpy())
             x, y = torch.from_numpy(x_poisoned), torch.from_numpy(y_poisoned)
-        loss = train(model, x, y, self.cfg.train, torch.Generator().manual_seed(seed))
+        loss = train(model, x, y, self.cfg.train, torch.Generator().manual_seed(seed),
+                     anomaly_weight)
         return get_weights(model), len(y), loss
 
     def fit(self, parameters: NDArrays, config: dict[str, Scalar]

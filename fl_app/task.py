@@ -56,18 +56,31 @@ def shuffled_batches(num_examples: int, batch_size: int,
 
 
 def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, settings: TrainSettings,
-          generator: torch.Generator) -> float:
-    """Train ``model`` in place with SGD; return the mean training loss over all batches."""
+          generator: torch.Generator, anomaly_weight: float = 0.0) -> float:
+    """Train ``model`` in place with SGD; return the mean training loss over all batches.
+
+    ``anomaly_weight`` (a in [0, 1), the backdoor's constrain-and-scale) trains on
+    ``(1 - a) * cross-entropy + a * ||theta - theta_0||^2``, theta_0 the starting (global)
+    weights: the loss of Bagdasaryan et al. (2020, Sec. 4) with the L2 distance as the
+    anomaly term, which keeps the model close to the global one. The reported loss is
+    the cross-entropy alone.
+    """
     model.train()
     optimizer = torch.optim.SGD(model.parameters(), lr=settings.learning_rate,
                                 momentum=settings.momentum)
     criterion = nn.CrossEntropyLoss()
+    start = [p.detach().clone() for p in model.parameters()] if anomaly_weight else []
     total, batches = 0.0, 0
     for _ in range(settings.local_epochs):
         for idx in shuffled_batches(len(y), settings.batch_size, generator):
             optimizer.zero_grad(set_to_none=True)
             loss = criterion(model(x[idx]), y[idx])
-            loss.backward()
+            if anomaly_weight:
+                distance = sum(((p - p0) ** 2).sum()
+                               for p, p0 in zip(model.parameters(), start, strict=True))
+                ((1 - anomaly_weight) * loss + anomaly_weight * distance).backward()
+            else:
+                loss.backward()
             optimizer.step()
             total += loss.item()
             batches += 1

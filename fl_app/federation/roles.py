@@ -90,6 +90,19 @@ def sampled_per_round(cfg: RunConfig, num_nodes: int) -> int:
     return max(int(num_nodes * cfg.fraction_fit), 1)
 
 
+def attackers_per_round(cfg: RunConfig, num_partitions: int, colluders: tuple[int, ...]) -> float:
+    """The attackers a client expects among a round's sampled clients, itself included.
+
+    Colluders know their number: of ``len(colluders)`` among ``num_partitions`` nodes,
+    a round that samples ``s`` holds ``len(colluders) * s / num_partitions`` on average
+    (all of them when every node is sampled). An attacker acting alone counts itself only.
+    """
+    if cfg.attack_settings.knowledge != "colluders":
+        return 1.0
+    sampled = sampled_per_round(cfg, num_partitions)
+    return max(1.0, len(colluders) * sampled / num_partitions)
+
+
 def wrap_byzantine(honest: Any, cfg: RunConfig, partition_id: int,
                    num_partitions: int) -> NumPyClient:
     """Compose a :class:`ByzantineClient` around an honest ``HonestClient``."""
@@ -109,7 +122,9 @@ def wrap_byzantine(honest: Any, cfg: RunConfig, partition_id: int,
         attack_params=attack.crafting_params(sampled_per_round(cfg, num_partitions),
                                              declared_f=cfg.declared_byzantine,
                                              defence=defence_of(cfg),
-                                             server_learning_rate=cfg.server_learning_rate),
+                                             server_learning_rate=cfg.server_learning_rate,
+                                             attackers_per_round=attackers_per_round(
+                                                 cfg, num_partitions, colluders)),
         num_classes=DATASETS[cfg.dataset].num_classes)
 
 

@@ -133,6 +133,8 @@ def test_backdoor_poisons_the_fraction_it_says_with_the_trigger_and_target():
     update = np.array([3.0, 4.0])
     np.testing.assert_allclose(scale_update(update, num_clients=20, server_learning_rate=0.5),
                                40 * update)  # gamma = n / eta
+    np.testing.assert_allclose(scale_update(update, num_clients=20, server_learning_rate=0.5,
+                                            attackers_per_round=4), 10 * update)  # n / (q eta)
     bounded = scale_update(update, num_clients=20, server_learning_rate=0.5,
                            mode="constrain-and-scale", norm_bound=2.0)
     assert np.linalg.norm(bounded) == pytest.approx(2.0)
@@ -155,3 +157,54 @@ def test_backdoor_accuracy_counts_triggered_images_of_other_classes_only():
 
     stamped = stamp_trigger(x, 2, 1.0)
     assert backdoor_accuracy(backdoored, stamped, y, target=0, trigger_size=2) == 1.0
+
+
+def test_constrain_and_scale_trains_on_the_papers_loss_with_the_distance_as_anomaly_term():
+    """(1 - a) CE + a ||theta - theta_0||^2, by hand: two full-batch SGD steps of a linear model."""
+    import torch
+
+    from fl_app.task import TrainSettings, train
+
+    torch.manual_seed(0)
+    x, y = torch.randn(8, 3), torch.arange(8) % 2
+    model = torch.nn.Linear(3, 2)
+    start = [p.detach().clone() for p in model.parameters()]
+    a, lr = 0.4, 0.5
+    train(model, x, y, TrainSettings(local_epochs=2, batch_size=8, learning_rate=lr,
+                                     momentum=0.0), torch.Generator().manual_seed(0),
+          anomaly_weight=a)
+    theta = [p.clone().requires_grad_(True) for p in start]
+    for _ in range(2):
+        ce = torch.nn.functional.cross_entropy(x @ theta[0].T + theta[1], y)
+        distance = sum(((t - t0) ** 2).sum() for t, t0 in zip(theta, start, strict=True))
+        grads = torch.autograd.grad((1 - a) * ce + a * distance, theta)
+        theta = [(t - lr * g).detach().requires_grad_(True)
+                 for t, g in zip(theta, grads, strict=True)]
+    for p, t in zip(model.parameters(), theta, strict=True):
+        torch.testing.assert_close(p.detach(), t.detach())
+    plain = torch.nn.Linear(3, 2)
+    plain.load_state_dict(dict(zip(("weight", "bias"), start, strict=True)))
+    train(plain, x, y, TrainSettings(local_epochs=2, batch_size=8, learning_rate=lr,
+                                     momentum=0.0), torch.Generator().manual_seed(0))
+    moved = [sum(((p - p0) ** 2).sum() for p, p0 in zip(m.parameters(), start, strict=True)).item()
+             for m in (model, plain)]
+    assert moved[0] < moved[1]  # the anomaly term keeps the attacker nearer the global model
+
+
+def test_the_byzantine_backdoor_client_trains_with_the_anomaly_weight_it_is_given():
+    from fl_app.client_app import HonestClient
+    from fl_app.config import parse_run_config
+    from fl_app.federation.roles import wrap_byzantine
+    from fl_app.server_app import initial_weights
+    from strategies.updates import flatten
+
+    def update_norm(weight):
+        cfg = parse_run_config({"attack": "backdoor", "num-attackers": 1,
+                                "backdoor-mode": "constrain-and-scale", "backdoor-norm-bound": 1e6,
+                                "backdoor-anomaly-weight": weight})
+        w = initial_weights(cfg)
+        client = wrap_byzantine(HonestClient(cfg, 0, 10), cfg, 0, 10)
+        sent, _, _ = client.fit(w, {"server-round": 1})
+        return np.linalg.norm(flatten(sent) - flatten(w))
+
+    assert update_norm(0.9) < 0.5 * update_norm(0.0)

@@ -8,7 +8,12 @@ from attacks.errors import InjectedFault
 from fl_app import keys
 from fl_app.client_app import HonestClient
 from fl_app.config import parse_run_config
-from fl_app.federation.roles import is_byzantine, omniscient_hook, wrap_byzantine
+from fl_app.federation.roles import (
+    attackers_per_round,
+    is_byzantine,
+    omniscient_hook,
+    wrap_byzantine,
+)
 from fl_app.server_app import initial_weights
 from strategies.updates import flatten
 
@@ -133,3 +138,20 @@ def test_a_device_without_its_partition_in_the_node_config_gets_a_clear_error():
         node_partition({"data-dir": "/data"})
     with pytest.raises(ConfigError, match="partition-id"):
         node_partition({"partition-id": 5, "num-partitions": 5})
+
+
+def test_backdoor_colluders_share_model_replacement_by_their_expected_number_per_round():
+    """Model replacement: gamma = n / (q * eta), so q colluders sum to one boosted update."""
+    def cfg(knowledge, fraction):
+        return parse_run_config({"attack": "backdoor", "num-attackers": 10,
+                                 "attack-knowledge": knowledge, "fraction-fit": fraction})
+
+    colluders = tuple(byzantine_partitions(0, 100, 10))
+    assert attackers_per_round(cfg("colluders", 1.0), 100, colluders) == 10.0
+    assert attackers_per_round(cfg("colluders", 0.25), 100, colluders) == 2.5  # 10 * 25 / 100
+    assert attackers_per_round(cfg("colluders", 0.05), 100, colluders) == 1.0  # never below 1
+    assert attackers_per_round(cfg("own", 1.0), 100, colluders) == 1.0  # alone: the paper's
+    client = HonestClient(cfg("colluders", 0.25), colluders[0], 100)
+    byzantine = wrap_byzantine(client, cfg("colluders", 0.25), colluders[0], 100)
+    assert byzantine.attack_params["num_clients"] == 25
+    assert byzantine.attack_params["attackers_per_round"] == 2.5
