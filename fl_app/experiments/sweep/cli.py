@@ -38,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--jobs", type=int, default=1,
                         help="cells run at once, each job a process with its share of the "
                              "cores and its own Ray instance (default 1)")
+    parser.add_argument("--no-shared-prefix", dest="share_prefix", action="store_false",
+                        help="run every cell from round 0, even the rounds before the attack "
+                             "that cells differing only in the attack share (default: once)")
     parser.add_argument("--out", required=True, help="the sweep folder")
     parser.add_argument("--report-only", action="store_true",
                         help="only regenerate sweep.csv and plots from the cell folders")
@@ -60,7 +63,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             result = run_sweep(args.out, [parse_grid(g) for g in args.grids],
                                parse_overrides(args.overrides), args.preset,
                                args.num_supernodes, num_cpus_per_client=args.num_cpus_per_client,
-                               verbose=args.verbose, dry_run=args.dry_run, jobs=args.jobs)
+                               verbose=args.verbose, dry_run=args.dry_run, jobs=args.jobs,
+                               share_prefix=args.share_prefix)
             written = result.reports
             for name, why in result.failed.items():
                 print(f"[fl-sweep] FAILED {name}: {why}", file=sys.stderr)

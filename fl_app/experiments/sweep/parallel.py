@@ -123,13 +123,13 @@ def _start_job(num_cpus: int, quiet: bool, parent_pid: int) -> None:
 
 
 def _run_one(cell: Cell, cell_dir: Path, num_supernodes: int, runner: CellRunner | None,
-             num_cpus_per_client: float | None, verbose: bool) -> float:
+             num_cpus_per_client: float | None, verbose: bool, share_prefix: bool) -> float:
     """Run one cell in a job; return its wall time in seconds."""
     from fl_app.experiments.sweep.runner import run_cell, simulate_runner
 
     started = time.time()
     run_cell(cell, cell_dir, runner or simulate_runner(num_cpus_per_client, verbose),
-             num_supernodes, lambda row: None)
+             num_supernodes, lambda row: None, share_prefix)
     return time.time() - started
 
 
@@ -138,7 +138,7 @@ def run_cells_in_jobs(todo: Sequence[tuple[int, Cell]], out: Path, num_supernode
                       result: SweepResult,
                       after_cell: Callable[[], None], *, runner: CellRunner | None = None,
                       num_cpus_per_client: float | None = None,
-                      verbose: bool = False) -> None:
+                      verbose: bool = False, share_prefix: bool = True) -> None:
     """Run ``todo`` (1-based index, cell) in ``jobs`` processes; record each outcome.
 
     ``cores_each`` is each job's Ray CPUs (:func:`cores_per_job`, checked at start).
@@ -151,7 +151,7 @@ def run_cells_in_jobs(todo: Sequence[tuple[int, Cell]], out: Path, num_supernode
         pending: dict[Future, tuple[int, Cell]] = {}
         for k, cell in todo:
             future = pool.submit(_run_one, cell, out / cell.name, num_supernodes, runner,
-                                 num_cpus_per_client, verbose)
+                                 num_cpus_per_client, verbose, share_prefix)
             pending[future] = (k, cell)
         progress.say(f"{len(todo)} cells in {jobs} jobs of {cores_each} core(s) each")
         while pending:

@@ -27,6 +27,7 @@ from fl_app.experiments.sweep.cells import (
     validate_cells,
 )
 from fl_app.experiments.sweep.parallel import cores_per_job, run_cells_in_jobs
+from fl_app.experiments.sweep.prefix import keeping_prefix, start_from_prefix
 from fl_app.experiments.sweep.progress import SweepProgress, make_progress, quiet_flower
 from fl_app.experiments.sweep.resume import cell_state, check_no_changed_cells
 from fl_app.runs.checkpoint import CheckpointError, load_checkpoint, resume_errors
@@ -69,18 +70,26 @@ def resumable_round(cell: Cell, cell_dir: Path) -> int | None:
 
 
 def run_cell(cell: Cell, cell_dir: Path, runner: CellRunner, num_supernodes: int,
-             on_round: RoundCallback) -> Path:
+             on_round: RoundCallback, share_prefix: bool = True) -> Path:
     """Run one cell (continuing an interrupted one) and check it finished where expected.
+
+    With ``share_prefix``, a new cell whose rounds before the attack another cell
+    of the sweep has run starts after them (:mod:`~fl_app.experiments.sweep.prefix`).
 
     Raises:
         SweepError: The runner wrote elsewhere or left the run unfinished.
     """
     run_config = cell.run_config
+    out = cell_dir.parent
     if cell_dir.exists():
         if resumable_round(cell, cell_dir) is not None:
             run_config = {**run_config, "resume": True}
         else:
             shutil.rmtree(cell_dir)  # nothing to continue from: start over cleanly
+    if share_prefix and not cell_dir.exists() and start_from_prefix(run_config, out, cell_dir):
+        run_config = {**run_config, "resume": True}
+    if share_prefix:
+        on_round = keeping_prefix(run_config, out, cell_dir, on_round)
     run_dir = Path(runner(run_config, num_supernodes, on_round)).resolve()
     if run_dir != cell_dir.resolve():
         raise SweepError(f"cell {cell.name!r} was written to {run_dir}, not {cell_dir}")
@@ -136,7 +145,7 @@ def run_sweep(out: str | Path, grid: Grid | Sequence[Grid] | None = None,
               num_supernodes: int = DEFAULT_NUM_SUPERNODES, *,
               runner: CellRunner | None = None, progress: SweepProgress | None = None,
               num_cpus_per_client: float | None = None, verbose: bool = False,
-              dry_run: bool = False, jobs: int = 1) -> SweepResult:
+              dry_run: bool = False, jobs: int = 1, share_prefix: bool = True) -> SweepResult:
     """Run every cell of the grid(s) that is not already finished, then write the reports.
 
     Args:
@@ -155,6 +164,9 @@ def run_sweep(out: str | Path, grid: Grid | Sequence[Grid] | None = None,
         jobs: Cells run at once, each job in its own process with its share of the
             cores (:mod:`~fl_app.experiments.sweep.parallel`); with ``jobs > 1`` a
             given ``runner`` must be picklable.
+        share_prefix: Cells that differ only in the attack run the rounds before it
+            once (:mod:`~fl_app.experiments.sweep.prefix`); False runs every cell from
+            round 0 (e.g. to measure what sharing saves).
 
     Returns:
         What ran, what was skipped, what failed, and the report files.
@@ -182,13 +194,13 @@ def run_sweep(out: str | Path, grid: Grid | Sequence[Grid] | None = None,
         if jobs == 1:
             run_in_this_process(cells, out, runner or simulate_runner(num_cpus_per_client,
                                                                       verbose),
-                                num_supernodes, progress, result, refresh)
+                                num_supernodes, progress, result, refresh, share_prefix)
         else:
             todo = [(k, cell) for k, cell in enumerate(cells, 1)
                     if not skipped(k, cell, out, progress, result)]
             run_cells_in_jobs(todo, out, num_supernodes, jobs, share, progress, result,
                               refresh, runner=runner, num_cpus_per_client=num_cpus_per_client,
-                              verbose=verbose)
+                              verbose=verbose, share_prefix=share_prefix)
     result.reports = reports.write_reports(out)
     return result
 
@@ -221,11 +233,13 @@ class ReportRefresh:
 
 def run_in_this_process(cells: Sequence[Cell], out: Path, runner: CellRunner,
                         num_supernodes: int, progress: SweepProgress,
-                        result: SweepResult, after_cell: Callable[[], None]) -> None:
+                        result: SweepResult, after_cell: Callable[[], None],
+                        share_prefix: bool = True) -> None:
     """Run the cells one after the other here, all on one Ray instance and its actors."""
     with shared_ray():
         for k, cell in enumerate(cells, 1):
-            if run_or_skip(k, cell, out, runner, num_supernodes, progress, result):
+            if run_or_skip(k, cell, out, runner, num_supernodes, progress, result,
+                           share_prefix):
                 after_cell()
 
 
@@ -250,7 +264,7 @@ def say_plan(out: Path, cells: Sequence[Cell], progress: SweepProgress) -> None:
 
 
 def run_or_skip(k: int, cell: Cell, out: Path, runner: CellRunner, num_supernodes: int,
-                progress: SweepProgress, result: SweepResult) -> bool:
+                progress: SweepProgress, result: SweepResult, share_prefix: bool = True) -> bool:
     """Run cell ``k`` unless it finished earlier; a failure is recorded, not raised.
 
     Returns whether the cell ran and finished.
@@ -263,7 +277,7 @@ def run_or_skip(k: int, cell: Cell, out: Path, runner: CellRunner, num_supernode
         progress.say(f"cell {k}/{progress.total} {cell.name}: resuming after round {done}")
     started = time.time()
     try:
-        run_cell(cell, cell_dir, runner, num_supernodes, progress.round_done)
+        run_cell(cell, cell_dir, runner, num_supernodes, progress.round_done, share_prefix)
     except Exception as exc:  # one broken cell must not lose the others
         result.failed[cell.name] = f"{type(exc).__name__}: {exc}"
         progress.cell_done(k, cell, f"failed: {type(exc).__name__}: {exc}")

@@ -557,3 +557,53 @@ def name_of(pid):
         return (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode()
     except OSError:
         return ""
+
+
+# ---------------------------------------------------------------------------- shared prefix
+
+
+def test_which_cells_share_the_rounds_before_the_attack():
+    from fl_app.experiments.sweep.prefix import prefix_key
+
+    base = {"attack-start-round": 3, "num-server-rounds": 4, "num-attackers": 2}
+    ipm = prefix_key({**base, "attack": "ipm", "ipm-epsilon": 0.5})
+    assert ipm is not None
+    assert prefix_key({**base, "attack": "gaussian", "gaussian-sigma": 2.0}) == ipm  # and params
+    assert prefix_key({**base, "attack": "label-flip", "output-dir": "/x", "run-name": "y"}) == ipm
+    for other in ({"num-attackers": 1}, {"attack-knowledge": "colluders"}, {"seed": 1},
+                  {"attack-start-round": 2}, {"num-server-rounds": 5}, {"strategy": "median"}):
+        assert prefix_key({**base, "attack": "ipm", **other}) != ipm, other
+    assert prefix_key({**base, "attack": "backdoor"}) != ipm  # records backdoor accuracy
+    assert prefix_key({**base, "attack": "none"}) is None
+    assert prefix_key({**base, "attack": "ipm", "attack-start-round": 1}) is None
+
+
+def test_cells_differing_only_in_the_attack_run_the_rounds_before_it_once(tmp_path):
+    """Later cells start after round 2 from the first's checkpoint, with the results of alone."""
+    config = {**SMALL, "num-server-rounds": 4, "attack-start-round": 3, "num-attackers": 2,
+              "attack-knowledge": "colluders", "strategy": "centered-clipping"}
+    grid = {"attack": ["ipm", "alie", "label-flip"]}
+    real, resumed, rows_seen = sweep.simulate_runner(), [], []
+
+    def runner(run_config, num_supernodes, on_round):
+        resumed.append(bool(run_config.get("resume")))
+        return real(run_config, num_supernodes, lambda row: (rows_seen.append(row["round"]),
+                                                             on_round(row)))
+
+    shared = run_sweep(tmp_path / "shared", grid, config, runner=runner, progress=quiet())
+    assert not shared.failed and resumed == [False, True, True]
+    assert rows_seen == [0, 1, 2, 3, 4] + [3, 4] * 2  # rounds 0-2 ran once
+    alone = run_sweep(tmp_path / "alone", grid, config, progress=quiet(), share_prefix=False)
+    assert alone.ran == shared.ran and not list((tmp_path / "alone").glob(".prefixes"))
+
+    def table(out, name, file, drop):
+        rows = reports.read_csv(tmp_path / out / name / file)
+        return sorted(tuple((k, v) for k, v in r.items() if k not in drop) for r in rows)
+
+    for name in alone.ran:
+        assert table("shared", name, "rounds.csv", {"seconds"}) == table(
+            "alone", name, "rounds.csv", {"seconds"}), name
+        assert table("shared", name, "clients.csv", {"node"}) == table(
+            "alone", name, "clients.csv", {"node"}), name
+        summary = json.loads((tmp_path / "shared" / name / "summary.json").read_text())
+        assert summary["config"]["attack"] == name.split("=")[1]
