@@ -19,7 +19,7 @@ from fl_app.config import RunConfig, parse_run_config, with_overrides
 from fl_app.errors import ConfigError
 from fl_app.federation.roles import build_run_model, is_byzantine, wrap_byzantine
 from fl_app.learning.data import load_partition
-from fl_app.privacy.client_round import private_round
+from fl_app.privacy.levels import DP_LEVELS
 from fl_app.privacy.randomness import dp_generator, resolve_noise_source, running_in_simulation
 from fl_app.task import evaluate, get_weights, set_weights, train
 
@@ -104,7 +104,10 @@ class HonestClient(NumPyClient):
 
     def fit_private(self, parameters: NDArrays, server_round: int,
                     server_copy: Scalar | None = None) -> tuple[NDArrays, int, dict[str, Scalar]]:
-        """DP-SGD on this partition, the accountant carried over from earlier rounds.
+        """DP training at ``dp-level`` on this partition, the accountant carried over.
+
+        ``record``: DP-SGD; ``client``: plain training, then the whole update clipped
+        and noised here (:mod:`fl_app.privacy.levels`).
 
         The accountant lives in this node's ``context.state``; a node without one
         (the first round, or a run resumed from a checkpoint, whose nodes start
@@ -135,8 +138,10 @@ class HonestClient(NumPyClient):
         model = build_run_model(self.cfg)
         set_weights(model, parameters)
         x, y = self.data()
-        outcome = private_round(model, x, y, self.cfg.train, self.cfg.dp_settings,
-                                self.cfg.num_server_rounds, state, generator)
+        level = DP_LEVELS[self.cfg.dp_level]  # record: DP-SGD; client: the whole update
+        outcome = level.client_round(model, x, y, self.cfg.train, self.cfg.dp_settings,
+                                     self.cfg.dp_clipping_norm, self.cfg.num_server_rounds, state,
+                                     generator, self.num_partitions)
         metrics = {**self.metrics(outcome.loss, outcome.epsilon, outcome.trained,
                                   outcome.status), keys.DP_ACCOUNTANT_STATE: outcome.accountant}
         if not outcome.trained:

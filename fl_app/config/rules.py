@@ -16,6 +16,7 @@ from fl_app.config.threat import ATTACK_KNOWLEDGE
 from fl_app.errors import ConfigError
 from fl_app.learning.data import DATASETS, PARTITIONINGS
 from fl_app.learning.models import MODELS
+from fl_app.privacy.levels import DP_LEVELS
 from fl_app.privacy.randomness import NOISE_SOURCES
 from strategies.params import at_least, non_negative_finite, one_of, positive_finite
 from strategies.registry import strategy_names
@@ -79,5 +80,7 @@ RULES: dict[str, Callable[[Any], str | None]] = {
     "dp-delta": lambda v: None if 0.0 <= v < 1.0 else "0 (automatic) or a number in (0, 1)",
     "dp-max-epsilon": non_negative_finite,
     "dp-noise-source": one_of(NOISE_SOURCES),
+    "dp-level": one_of(tuple(DP_LEVELS)),
+    "dp-clipping-norm": positive_finite,
     **{key: d.param.rule for key, d in DECLARED.items() if d.param.rule},
 }

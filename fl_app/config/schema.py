@@ -33,6 +33,7 @@ from fl_app.errors import ConfigError, ConfigErrors
 from fl_app.learning.data import DATASETS, DataConfig
 from fl_app.learning.models import check_model_fits
 from fl_app.privacy import DPSettings
+from fl_app.privacy.levels import DEFAULT_DP_LEVEL
 from fl_app.privacy.randomness import resolve_noise_source
 from fl_app.task import TrainSettings
 
@@ -86,6 +87,8 @@ class RunConfig:
     attack_knowledge: str = "own"
     attack_start_round: int = 1
     dp: bool = False
+    dp_level: str = DEFAULT_DP_LEVEL
+    dp_clipping_norm: float = 1.0
     dp_noise_multiplier: float = DPSettings.noise_multiplier
     dp_max_grad_norm: float = DPSettings.max_grad_norm
     dp_target_epsilon: float = 0.0  # 0: not set (DPSettings.target_epsilon = None)

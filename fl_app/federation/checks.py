@@ -19,6 +19,7 @@ from fl_app.federation.roles import aggregation_options, sampled_per_round
 from fl_app.federation.sampling import is_simulated
 from fl_app.learning.data import partition_indices
 from fl_app.privacy import resolve_delta, resolve_noise_multiplier
+from fl_app.privacy.levels.client import client_delta, client_noise_multiplier
 from fl_app.privacy.randomness import (
     CSPRNG,
     KEY_SECURE_MODE,
@@ -35,6 +36,13 @@ def dp_errors_for_partitions(cfg: RunConfig, num_partitions: int) -> list[Config
     """DP settings that no client of this partitioning could use (delta, target epsilon)."""
     dp, settings = cfg.dp_settings, cfg.train
     errors: dict[str, ConfigError] = {}
+    if cfg.dp_level == "client":  # the unit is the client: delta against K clients
+        try:
+            client_delta(dp, num_partitions)
+            client_noise_multiplier(dp, num_partitions, cfg.num_server_rounds)
+        except ConfigError as exc:
+            errors.setdefault(exc.key, exc)
+        return list(errors.values())
     for size in sorted({len(p) for p in partition_indices(cfg.data, num_partitions)}):
         try:
             resolve_delta(dp, size)

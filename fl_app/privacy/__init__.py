@@ -14,11 +14,11 @@ Opacus accountant's history (a list of ``(noise_multiplier, sample_rate,
 num_steps)`` compositions) is kept in the client's state between rounds
 (:func:`dump_accountant` / :func:`load_accountant`) and each round adds its steps.
 Aggregation (FedAvg, Krum, ...) only post-processes the noisy updates, so the
-guarantee holds whatever the server does with them. Not covered: user-level DP
-(a client's whole dataset), Byzantine clients, which do not run DP-SGD, and any
-number computed on the private data without noise: the mean training loss
-:func:`train_private` returns, or a local evaluation, leaves the guarantee once
-it is sent to the server.
+guarantee holds whatever the server does with them. Client-level DP (a client's
+whole dataset) is the other level, :mod:`fl_app.privacy.levels`. Not covered:
+Byzantine clients, which do not run DP-SGD, and any number computed on the private
+data without noise: the mean training loss :func:`train_private` returns, or a local
+evaluation, leaves the guarantee once it is sent to the server.
 
 One DP-SGD step (Opacus' flat clipping, ``DPOptimizer``), with ``C`` the
 ``dp-max-grad-norm``, ``sigma`` the ``dp-noise-multiplier`` and ``B`` the

@@ -96,14 +96,24 @@ def epsilon_after_round(accountant: IAccountant, dp: DPSettings, num_examples: i
 
     Compare with ``dp.max_epsilon`` before training to keep within the budget.
     """
+    sigma = dp.noise_multiplier if noise_multiplier is None else noise_multiplier
+    return epsilon_after_steps(accountant, sigma, sample_rate(num_examples, settings.batch_size),
+                               planned_steps(num_examples, settings, 1),
+                               resolve_delta(dp, num_examples))
+
+
+def epsilon_after_steps(accountant: IAccountant, noise_multiplier: float, rate: float,
+                        steps: int, delta: float) -> float:
+    """The epsilon at ``delta`` after ``steps`` more ``(noise_multiplier, rate)`` steps.
+
+    ``accountant`` itself is left unchanged (a copy takes the steps).
+    """
     trial = create_accountant(accountant.mechanism())
     trial.load_state_dict({"history": list(accountant.history),
                            "mechanism": accountant.mechanism()})
-    sigma = dp.noise_multiplier if noise_multiplier is None else noise_multiplier
-    rate = sample_rate(num_examples, settings.batch_size)
-    for _ in range(planned_steps(num_examples, settings, 1)):
-        trial.step(noise_multiplier=sigma, sample_rate=rate)
-    return epsilon_of(trial, resolve_delta(dp, num_examples))
+    for _ in range(steps):
+        trial.step(noise_multiplier=noise_multiplier, sample_rate=rate)
+    return epsilon_of(trial, delta)
 
 
 def noise_for_target_epsilon(target_epsilon: float, delta: float, sample_rate: float,

@@ -1,0 +1,28 @@
+"""Record-level DP (``dp-level = 'record'``): DP-SGD in every honest client.
+
+Abadi et al., "Deep Learning with Differential Privacy" (CCS 2016): per-example
+clipping to ``dp-max-grad-norm``, Gaussian noise, Poisson sampling, accounted per
+client across its rounds (:mod:`fl_app.privacy`,
+:func:`~fl_app.privacy.client_round.private_round`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fl_app.privacy.client_round import RoundOutcome, private_round
+from fl_app.privacy.levels import DPLevel, register_dp_level
+
+
+def record_level_round(model: Any, x: Any, y: Any, settings: Any, dp: Any, clipping_norm: float,
+                       planned_rounds: int, accountant_state: str | None, generator: Any,
+                       num_clients: int) -> RoundOutcome:
+    """DP-SGD for one round (``clipping_norm`` and ``num_clients`` are the client level's)."""
+    return private_round(model, x, y, settings, dp, planned_rounds, accountant_state, generator)
+
+
+register_dp_level(DPLevel(
+    "record", record_level_round, unit="one example of one client's data",
+    protected_from="anyone who sees the client's updates (the server too, on a real device)",
+    not_protected_from="no one, for that example (other examples of the client may leak "
+                       "through many records alike)", robust_rules=True))
