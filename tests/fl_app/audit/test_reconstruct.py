@@ -1,5 +1,7 @@
 """Gradient inversion on the offline digits: one image from a 1-step gradient, DP or not."""
 
+import json
+
 import pytest
 import torch
 
@@ -56,3 +58,21 @@ def test_one_image_is_rebuilt_from_its_gradient_but_not_from_a_dp_sgd_one(digit)
     noisy = image_quality(x, invert_gradient(model, private, labels, (1, 8, 8), RANGE,
                                              **kwargs), RANGE)[0]
     assert noisy["psnr"] < 15 and noisy["psnr"] < clean["psnr"] - 15
+
+
+@pytest.mark.usefixtures("shared_engine")
+def test_fl_audit_reconstruct_attacks_a_finished_runs_model(tmp_path, capsys):
+    from fl_app.audit.cli import main
+    from fl_app.experiments.simulate import simulate
+
+    run = simulate({"num-server-rounds": 1, "output-dir": str(tmp_path)}, num_supernodes=4)
+    out = tmp_path / "audit"
+    assert main(["reconstruct", str(run), "--out", str(out), "--batch-sizes", "1",
+                 "--steps", "500", "--restarts", "4"]) == 0
+    audit = json.loads((out / "audit.json").read_text())
+    clean, private = audit["results"]
+    assert (clean["dp"], private["dp"], clean["batch_size"]) == (False, True, 1)
+    assert clean["psnr_mean"] > 30 > 15 > private["psnr_mean"]
+    assert (out / "reconstructions.png").stat().st_size > 0
+    assert main(["reconstruct", str(tmp_path / "nowhere")]) == 2
+    assert "no model.pt" in capsys.readouterr().err
