@@ -15,6 +15,7 @@ from flwr.client import Client, ClientApp, NumPyClient
 from flwr.common import ConfigRecord, Context, NDArrays, RecordDict, Scalar
 
 from fl_app import keys
+from fl_app.audit.canaries import canary_examples, run_canaries
 from fl_app.config import RunConfig, parse_run_config, with_overrides
 from fl_app.errors import ConfigError
 from fl_app.federation.roles import build_run_model, is_byzantine, wrap_byzantine
@@ -56,8 +57,13 @@ class HonestClient(NumPyClient):
         return {keys.PARTITION_ID: self.partition_id}
 
     def data(self, split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
-        """This client's examples (decoded once per process)."""
-        return load_partition(self.cfg.data, self.partition_id, self.num_partitions, split)
+        """This client's examples (decoded once per process), plus its included canaries."""
+        x, y = load_partition(self.cfg.data, self.partition_id, self.num_partitions, split)
+        if split != "train" or not self.cfg.audit_canaries:
+            return x, y
+        extra_x, extra_y = canary_examples(run_canaries(self.cfg, self.num_partitions),
+                                           self.cfg.data, self.partition_id)
+        return torch.cat([x, extra_x]), torch.cat([y, extra_y])
 
     def train_weights(self, parameters: NDArrays, server_round: int,
                       partition_id: int | None = None,
@@ -77,7 +83,8 @@ class HonestClient(NumPyClient):
         torch.manual_seed(seed)  # dropout draws from the global generator
         model = build_run_model(self.cfg)
         set_weights(model, parameters)
-        x, y = load_partition(self.cfg.data, pid, self.num_partitions)
+        x, y = (self.data() if pid == self.partition_id
+                else load_partition(self.cfg.data, pid, self.num_partitions))
         if poison is not None:
             x_poisoned, y_poisoned = poison(x.numpy(), y.numpy())
             x, y = torch.from_numpy(x_poisoned), torch.from_numpy(y_poisoned)

@@ -1,9 +1,12 @@
 """``fl-audit``: measure what a run leaks (each subcommand writes audit.json and figures).
 
+    fl-audit canaries [--set KEY=VALUE ...] [--num-supernodes 10] [--canaries 300] --out DIR
     fl-audit reconstruct RUN_DIR [--batch-sizes 1 2 4] [--out DIR]
 
-``reconstruct``: gradient inversion of one client's update at the run's final model,
-with and without DP-SGD (:mod:`fl_app.audit.reconstruction_audit`).
+``canaries``: the one-run epsilon lower bound of a federation run as configured, with
+``m`` canaries (:mod:`fl_app.audit.canary_audit`). ``reconstruct``: gradient inversion
+of one client's update at the run's final model, with and without DP-SGD
+(:mod:`fl_app.audit.reconstruction_audit`).
 """
 
 from __future__ import annotations
@@ -20,6 +23,16 @@ def build_parser() -> argparse.ArgumentParser:
     """The command line of ``fl-audit``."""
     parser = argparse.ArgumentParser(prog="fl-audit", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
+    canaries = commands.add_parser("canaries", help="the one-run audit: train with m "
+                                   "canaries, bound epsilon from below")
+    canaries.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[],
+                          metavar="KEY=VALUE", help="run-config overrides (as fl-sweep --set)")
+    canaries.add_argument("--preset", help="a preset of run-config overrides")
+    canaries.add_argument("--num-supernodes", type=int, default=10)
+    canaries.add_argument("--canaries", type=int, default=300,
+                          help="m, mislabelled test images (at most the test split)")
+    canaries.add_argument("--out", required=True, help="the audit folder (the run goes in "
+                          "OUT/run)")
     rebuild = commands.add_parser("reconstruct", help="gradient inversion of one client's "
                                   "update, with and without DP-SGD")
     rebuild.add_argument("run_dir", help="a finished run's folder (its model.pt is attacked)")
@@ -37,6 +50,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``fl-audit``; 0 ok, 2 bad input."""
     args = build_parser().parse_args(argv)
     try:
+        if args.command == "canaries":
+            return run_canaries_command(args)
         if args.command == "reconstruct":
             from fl_app.audit.reconstruction_audit import reconstruct_audit
 
@@ -60,4 +75,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FLAppError as exc:
         print(f"fl-audit: {exc}", file=sys.stderr)
         return 2
+    return 0
+
+
+def run_canaries_command(args: argparse.Namespace) -> int:
+    """``fl-audit canaries``: run the federation with canaries, print and write the audit."""
+    from fl_app.audit.canary_audit import canary_audit
+    from fl_app.config.preset import load_preset
+    from fl_app.experiments.sweep.values import parse_overrides
+
+    config = {**(load_preset(args.preset, "--preset") if args.preset else {}),
+              **parse_overrides(args.overrides)}
+    print(f"[fl-audit] writing to {Path(args.out).expanduser()}", flush=True)
+    audit = canary_audit(config, args.num_supernodes, args.out, args.canaries)
+    accounted = audit["epsilon_accounted"]
+    print(f"[fl-audit] epsilon >= {audit['epsilon_lower_bound']:.3f} at delta "
+          f"{audit['delta']:.3g} (95% confidence; {audit['correct']} of {audit['guesses']} "
+          f"guesses right, m = {audit['m']}); accounted: "
+          f"{'none (no DP)' if accounted is None else f'{accounted:.3f}'}")
+    print(f"[fl-audit] {Path(args.out).expanduser()}")
     return 0

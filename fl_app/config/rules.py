@@ -81,6 +81,7 @@ RULES: dict[str, Callable[[Any], str | None]] = {
     "dp-max-epsilon": non_negative_finite,
     "dp-noise-source": one_of(NOISE_SOURCES),
     "dp-level": one_of(tuple(DP_LEVELS)),
+    "audit-canaries": at_least(0),
     "dp-clipping-norm": positive_finite,
     **{key: d.param.rule for key, d in DECLARED.items() if d.param.rule},
 }

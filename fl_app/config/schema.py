@@ -86,6 +86,7 @@ class RunConfig:
     num_attackers: int = 0
     attack_knowledge: str = "own"
     attack_start_round: int = 1
+    audit_canaries: int = 0  # fl-audit canaries: m mislabelled test images (0: none)
     dp: bool = False
     dp_level: str = DEFAULT_DP_LEVEL
     dp_clipping_norm: float = 1.0

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from flwr.server.client_manager import ClientManager
 
 from attacks.assignment import byzantine_partitions
+from fl_app.audit.canaries import run_canaries
 from fl_app.config import RunConfig
 from fl_app.errors import ConfigError, ConfigErrors
 from fl_app.federation.roles import aggregation_options, sampled_per_round
@@ -118,6 +119,12 @@ def _round_size_errors(cfg: RunConfig, num_nodes: int) -> list[ConfigError]:
 def federation_errors(cfg: RunConfig, num_nodes: int, simulated: bool) -> list[ConfigError]:
     """Everything wrong with ``cfg`` for this federation: attackers, DP, the round size."""
     errors = _attacker_errors(cfg, num_nodes, simulated)
+    if cfg.audit_canaries and not errors:
+        try:
+            run_canaries(cfg, num_nodes)
+        except ValueError as exc:
+            errors.append(ConfigError("audit-canaries", cfg.audit_canaries,
+                                      "at most the test split's size", str(exc)))
     if cfg.dp:
         try:
             dp_noise_source_at_start(cfg, simulated)
