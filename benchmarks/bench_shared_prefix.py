@@ -7,7 +7,7 @@ start - 1`` once for the group) and without (every cell from round 0,
 ``--no-shared-prefix``). It prints each sweep's wall time, the rounds it ran, and
 whether every cell's accuracy per round came out the same both ways.
 
-    python benchmarks/bench_shared_prefix.py [--rounds 10] [--start 6] [--jobs 1]
+    python benchmarks/bench_shared_prefix.py [--rounds 10] [--start 6] [--jobs 1] [--attacks ...]
 """
 
 from __future__ import annotations
@@ -51,12 +51,13 @@ def main() -> None:
     parser.add_argument("--num-supernodes", type=int, default=15)
     parser.add_argument("--strategy", default="median")
     parser.add_argument("--jobs", type=int, default=1)
+    parser.add_argument("--attacks", nargs="+", default=list(ATTACKS))
     args = parser.parse_args()
     config = {"dataset": "digits", "num-server-rounds": args.rounds, "fraction-fit": 1.0,
               "learning-rate": 0.05, "num-attackers": 3, "num-byzantine": -1,
               "attack-knowledge": "colluders", "attack-start-round": args.start,
               "strategy": args.strategy}
-    grid = {"attack": list(ATTACKS)}
+    grid = {"attack": list(args.attacks)}
     with tempfile.TemporaryDirectory() as tmp:
         rows, curves = [], {}
         for share in (False, True):
@@ -66,8 +67,8 @@ def main() -> None:
             rows.append((share, seconds, rounds))
             curves[share] = {c.name: [r["test_accuracy"] for r in c.rounds]
                              for c in reports.load_cells(out)[0]}
-    print(f"{len(ATTACKS)} cells ({args.strategy}, attacks {', '.join(ATTACKS)}), digits, "
-          f"{args.num_supernodes} clients, {args.rounds} rounds, attack from round "
+    print(f"{len(args.attacks)} cells ({args.strategy}, attacks {', '.join(args.attacks)}), "
+          f"digits, {args.num_supernodes} clients, {args.rounds} rounds, attack from round "
           f"{args.start}, --jobs {args.jobs}")
     print(f"{'rounds before the attack':<32} {'wall s':>8} {'rounds run':>11}")
     for share, seconds, rounds in rows:

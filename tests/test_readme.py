@@ -260,6 +260,14 @@ DOCS: dict[str, Runs | CoveredBy] = {
         sweep_cells("fl-sweeps/seed-small", 8), 900),
     "--preset robustness-digits --num-supernodes 15 --jobs 2 --out ~/fl-sweeps/matrix ": Runs(
         append("--dry-run"), exits_zero("cell 1134/1134")),
+    "--out ~/fl-sweeps/matrix-bucketing": Runs(append("--dry-run"), exits_zero("cell 126/126")),
+    "--out ~/fl-sweeps/cifar-slice": Runs(append("--dry-run"), exits_zero("cell 32/32")),
+    # -- audits
+    "fl-audit canaries --set local-epochs=10": Runs(
+        replace(("num-server-rounds=10", "num-server-rounds=1"),
+                ("local-epochs=10", "local-epochs=1"),
+                ("--batch-sizes 1 2", "--batch-sizes 1 --steps 50 --restarts 1")),
+        exits_zero("epsilon >=", "PSNR")),
     # -- crash and resume
     "run-name='exp1' resume=true": Runs(flwr_rounds("num-server-rounds=1"), resume_checks),
     # -- real devices
@@ -297,6 +305,8 @@ DOCS: dict[str, Runs | CoveredBy] = {
                                       exits_zero("geometric-median")),
     "benchmarks/bench_scale.py": Runs(append("--nodes 10 --clients 5 --rounds 2"),
                                       exits_zero("accuracy")),
+    "benchmarks/bench_shared_prefix.py": Runs(append("--rounds 2 --start 2 --attacks ipm alie"),
+                                              exits_zero("identical: True")),
     "benchmarks/bench_round.py": Runs(append("--dataset digits --rounds 2"),
                                       bench_round_checks),
 }
