@@ -16,10 +16,11 @@ from flwr.common import ConfigRecord, Context, NDArrays, RecordDict, Scalar
 
 from fl_app import keys
 from fl_app.audit.canaries import canary_examples, run_canaries
+from fl_app.audit.membership_audit import member_rows
 from fl_app.config import RunConfig, parse_run_config, with_overrides
 from fl_app.errors import ConfigError
 from fl_app.federation.roles import build_run_model, is_byzantine, wrap_byzantine
-from fl_app.learning.data import load_partition
+from fl_app.learning.data import load_partition, partition_indices
 from fl_app.privacy.levels import DP_LEVELS
 from fl_app.privacy.randomness import dp_generator, resolve_noise_source, running_in_simulation
 from fl_app.task import evaluate, get_weights, set_weights, train
@@ -59,7 +60,14 @@ class HonestClient(NumPyClient):
     def data(self, split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
         """This client's examples (decoded once per process), plus its included canaries."""
         x, y = load_partition(self.cfg.data, self.partition_id, self.num_partitions, split)
-        if split != "train" or not self.cfg.audit_canaries:
+        if split != "train":
+            return x, y
+        if self.cfg.audit_exclude_members:  # a shadow federation of the membership audit
+            rows = partition_indices(self.cfg.data, self.num_partitions)[self.partition_id]
+            keep = torch.from_numpy(~np.isin(rows, member_rows(self.cfg.data,
+                                                               self.cfg.audit_exclude_members)))
+            x, y = x[keep], y[keep]
+        if not self.cfg.audit_canaries:
             return x, y
         extra_x, extra_y = canary_examples(run_canaries(self.cfg, self.num_partitions),
                                            self.cfg.data, self.partition_id)

@@ -1,10 +1,13 @@
 """``fl-audit``: measure what a run leaks (each subcommand writes audit.json and figures).
 
     fl-audit canaries [--set KEY=VALUE ...] [--num-supernodes 10] [--canaries 300] --out DIR
+    fl-audit membership RUN_DIR [--members 300] [--shadows 4] [--out DIR]
     fl-audit reconstruct RUN_DIR [--batch-sizes 1 2 4] [--out DIR]
 
 ``canaries``: the one-run epsilon lower bound of a federation run as configured, with
-``m`` canaries (:mod:`fl_app.audit.canary_audit`). ``reconstruct``: gradient inversion
+``m`` canaries (:mod:`fl_app.audit.canary_audit`). ``membership``: the loss attack
+and offline LiRA against a run's final model, with ``k`` shadow federations
+(:mod:`fl_app.audit.membership_audit`). ``reconstruct``: gradient inversion
 of one client's update at the run's final model, with and without DP-SGD
 (:mod:`fl_app.audit.reconstruction_audit`).
 """
@@ -33,6 +36,15 @@ def build_parser() -> argparse.ArgumentParser:
                           help="m, mislabelled test images (at most the test split)")
     canaries.add_argument("--out", required=True, help="the audit folder (the run goes in "
                           "OUT/run)")
+    member = commands.add_parser("membership", help="membership inference (loss attack, "
+                                 "offline LiRA) against a finished run's model")
+    member.add_argument("run_dir", help="a finished run's folder")
+    member.add_argument("--members", type=int, default=300,
+                        help="m training examples asked about, and as many test examples")
+    member.add_argument("--shadows", type=int, default=4,
+                        help="k shadow federations for LiRA (each one run of the target's "
+                        "config; < 2: the loss attack only)")
+    member.add_argument("--out", help="default RUN_DIR/audit-membership")
     rebuild = commands.add_parser("reconstruct", help="gradient inversion of one client's "
                                   "update, with and without DP-SGD")
     rebuild.add_argument("run_dir", help="a finished run's folder (its model.pt is attacked)")
@@ -52,6 +64,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "canaries":
             return run_canaries_command(args)
+        if args.command == "membership":
+            return run_membership_command(args)
         if args.command == "reconstruct":
             from fl_app.audit.reconstruction_audit import reconstruct_audit
 
@@ -94,4 +108,26 @@ def run_canaries_command(args: argparse.Namespace) -> int:
           f"guesses right, m = {audit['m']}); accounted: "
           f"{'none (no DP)' if accounted is None else f'{accounted:.3f}'}")
     print(f"[fl-audit] {Path(args.out).expanduser()}")
+    return 0
+
+
+def run_membership_command(args: argparse.Namespace) -> int:
+    """``fl-audit membership``: shadows, scores, ROC; print and write the audit."""
+    from fl_app.audit.membership_audit import membership_audit
+
+    run_dir = Path(args.run_dir).expanduser()
+    if not (run_dir / "model.pt").is_file():
+        raise FLAppError(f"{run_dir} holds no model.pt: give a finished run's folder")
+    out = Path(args.out).expanduser() if args.out else run_dir / "audit-membership"
+    print(f"[fl-audit] writing to {out}", flush=True)
+    try:
+        audit = membership_audit(run_dir, out, num_members=args.members,
+                                 num_shadows=args.shadows,
+                                 progress=lambda line: print(f"[fl-audit] {line}", flush=True))
+    except ValueError as exc:
+        raise FLAppError(f"--members: {exc}") from None
+    for name, metrics in audit["attacks"].items():
+        print(f"[fl-audit] {name}: AUC {metrics['auc']:.3f}, TPR at 1% FPR "
+              f"{metrics['tpr_at_1pct_fpr']:.3f}, at 0.1% FPR {metrics['tpr_at_0.1pct_fpr']:.3f}")
+    print(f"[fl-audit] shadows took {audit['shadow_seconds']:.0f} s; {out}")
     return 0

@@ -82,6 +82,7 @@ RULES: dict[str, Callable[[Any], str | None]] = {
     "dp-noise-source": one_of(NOISE_SOURCES),
     "dp-level": one_of(tuple(DP_LEVELS)),
     "audit-canaries": at_least(0),
+    "audit-exclude-members": at_least(0),
     "dp-clipping-norm": positive_finite,
     **{key: d.param.rule for key, d in DECLARED.items() if d.param.rule},
 }

@@ -87,6 +87,7 @@ class RunConfig:
     attack_knowledge: str = "own"
     attack_start_round: int = 1
     audit_canaries: int = 0  # fl-audit canaries: m mislabelled test images (0: none)
+    audit_exclude_members: int = 0  # fl-audit membership's shadows: drop the m members
     dp: bool = False
     dp_level: str = DEFAULT_DP_LEVEL
     dp_clipping_norm: float = 1.0

@@ -14,6 +14,7 @@ from flwr.server.client_manager import ClientManager
 
 from attacks.assignment import byzantine_partitions
 from fl_app.audit.canaries import run_canaries
+from fl_app.audit.membership_audit import member_rows
 from fl_app.config import RunConfig
 from fl_app.errors import ConfigError, ConfigErrors
 from fl_app.federation.roles import aggregation_options, sampled_per_round
@@ -125,6 +126,12 @@ def federation_errors(cfg: RunConfig, num_nodes: int, simulated: bool) -> list[C
         except ValueError as exc:
             errors.append(ConfigError("audit-canaries", cfg.audit_canaries,
                                       "at most the test split's size", str(exc)))
+    if cfg.audit_exclude_members:
+        try:
+            member_rows(cfg.data, cfg.audit_exclude_members)
+        except ValueError as exc:
+            errors.append(ConfigError("audit-exclude-members", cfg.audit_exclude_members,
+                                      "at most the training split's size", str(exc)))
     if cfg.dp:
         try:
             dp_noise_source_at_start(cfg, simulated)

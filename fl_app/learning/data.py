@@ -319,6 +319,18 @@ def load_partition(cfg: DataConfig, partition_id: int, num_partitions: int,
     return _decode(cfg, split, rows)
 
 
+def split_size(cfg: DataConfig, split: str = "train") -> int:
+    """The number of examples in ``split``."""
+    check_data_config(cfg)
+    return len(_catalogue(cfg.dataset, cfg.data_dir, split).labels)
+
+
+def load_rows(cfg: DataConfig, split: str, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(x, y)`` of the given rows of ``split`` (e.g. the examples an audit asks about)."""
+    check_data_config(cfg)
+    return _decode(cfg, split, np.asarray(rows, dtype=np.int64))
+
+
 @functools.lru_cache(maxsize=2)
 def load_test_set(cfg: DataConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """Return the whole test split as ``(x, y)`` (the server's central evaluation)."""

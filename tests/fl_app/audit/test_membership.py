@@ -42,3 +42,42 @@ def test_lira_is_the_gaussian_cdf_of_phi_against_the_shadow_out_distribution():
 def test_logit_confidence_is_finite_at_certainty():
     phi = logit_confidence(np.array([[1.0, 0.0], [0.0, 1.0]]), np.array([0, 0]))
     assert np.isfinite(phi).all() and phi[0] > 20 and phi[1] < -20
+
+
+def test_the_members_are_one_fixed_draw_and_a_shadow_client_drops_them():
+    from fl_app.audit.membership_audit import member_rows
+    from fl_app.client_app import HonestClient
+    from fl_app.config import parse_run_config
+    from fl_app.learning.data import partition_indices
+
+    cfg = parse_run_config({})
+    rows = member_rows(cfg.data, 200)
+    assert np.array_equal(rows, member_rows(parse_run_config({"seed": 7}).data, 200))
+    assert len(set(rows.tolist())) == 200
+    shadow = parse_run_config({"audit-exclude-members": 200})
+    for pid in range(3):
+        held = partition_indices(cfg.data, 10)[pid]
+        dropped = np.isin(held, rows).sum()
+        assert len(HonestClient(shadow, pid, 10).data()[1]) == len(held) - dropped
+        assert len(HonestClient(cfg, pid, 10).data()[1]) == len(held)
+
+
+@pytest.mark.usefixtures("shared_engine")
+def test_both_attacks_are_at_chance_on_a_model_that_never_saw_the_members(tmp_path, capsys):
+    """The target itself dropped the members: AUC near 0.5 for the loss attack and LiRA."""
+    import json
+
+    from fl_app.audit.cli import main
+    from fl_app.experiments.simulate import simulate
+
+    target = simulate({"num-server-rounds": 3, "audit-exclude-members": 300,
+                       "output-dir": str(tmp_path), "run-name": "target"}, num_supernodes=5)
+    out = tmp_path / "audit"
+    assert main(["membership", str(target), "--members", "300", "--shadows", "2",
+                 "--out", str(out)]) == 0
+    audit = json.loads((out / "audit.json").read_text())
+    assert set(audit["attacks"]) == {"loss", "lira-offline"} and audit["shadows"] == 2
+    for name, metrics in audit["attacks"].items():
+        assert abs(metrics["auc"] - 0.5) < 0.1, (name, metrics)
+    assert (out / "roc.png").stat().st_size > 0
+    assert "lira-offline: AUC" in capsys.readouterr().out
