@@ -88,12 +88,12 @@ def test_the_bound_stays_below_the_accounted_epsilon_unless_the_noise_is_broken(
         monkeypatch.setattr(training, "StepContext", weak_noise)
     cfg = parse_run_config({"dp": True, "dp-noise-multiplier": 10.0, "dp-max-grad-norm": 10.0,
                             "dp-delta": 1e-5, "audit-canaries": M, "batch-size": 16,
-                            **MEMORISE})
+                            **MEMORISE, "num-server-rounds": 6})
     model, accounted = federate(cfg, 5)
     plan = run_canaries(cfg, 5)
     bound = audit_bound(canary_scores(model, plan, cfg.data), plan.included, 1e-5,
                         guess_counts(M)).epsilon_lower_bound
     if broken:
-        assert bound > accounted  # measured 2.26 against 0.94
+        assert bound > accounted  # measured 2.26 against 0.94 at 10 rounds
     else:
         assert bound <= accounted

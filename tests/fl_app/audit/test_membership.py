@@ -70,7 +70,7 @@ def test_both_attacks_are_at_chance_on_a_model_that_never_saw_the_members(tmp_pa
     from fl_app.audit.cli import main
     from fl_app.experiments.simulate import simulate
 
-    target = simulate({"num-server-rounds": 3, "audit-exclude-members": 300,
+    target = simulate({"num-server-rounds": 2, "audit-exclude-members": 300,
                        "output-dir": str(tmp_path), "run-name": "target"}, num_supernodes=5)
     out = tmp_path / "audit"
     assert main(["membership", str(target), "--members", "300", "--shadows", "2",

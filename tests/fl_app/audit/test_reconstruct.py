@@ -67,12 +67,13 @@ def test_fl_audit_reconstruct_attacks_a_finished_runs_model(tmp_path, capsys):
 
     run = simulate({"num-server-rounds": 1, "output-dir": str(tmp_path)}, num_supernodes=4)
     out = tmp_path / "audit"
-    assert main(["reconstruct", str(run), "--out", str(out), "--batch-sizes", "1",
-                 "--steps", "500", "--restarts", "4"]) == 0
+    assert main(["reconstruct", str(run), "--out", str(out), "--batch-sizes", "1", "2",
+                 "--steps", "20", "--restarts", "1"]) == 0  # quality: the test above
     audit = json.loads((out / "audit.json").read_text())
-    clean, private = audit["results"]
-    assert (clean["dp"], private["dp"], clean["batch_size"]) == (False, True, 1)
-    assert clean["psnr_mean"] > 30 > 15 > private["psnr_mean"]
+    assert [(r["batch_size"], r["dp"]) for r in audit["results"]] == [
+        (1, False), (1, True), (2, False), (2, True)]
+    assert all(len(r["psnr"]) == len(r["ssim"]) == r["batch_size"] for r in audit["results"])
+    assert audit["results"][1]["noise_multiplier"] == 1.0  # a run without DP: C = sigma = 1
     assert (out / "reconstructions.png").stat().st_size > 0
     assert main(["reconstruct", str(tmp_path / "nowhere")]) == 2
     assert "no model.pt" in capsys.readouterr().err
