@@ -2,10 +2,11 @@
 
 A sweep of cells that differ only in the attack (the matrix's attacks against one
 aggregator, the attack starting at round ``--start`` of ``--rounds``) runs twice in
-fresh folders: with ``share_prefix`` (the default of ``fl-sweep``: rounds ``1 ..
-start - 1`` once for the group) and without (every cell from round 0,
-``--no-shared-prefix``). It prints each sweep's wall time, the rounds it ran, and
-whether every cell's accuracy per round came out the same both ways.
+fresh folders, on one Ray instance: without ``share_prefix`` first (every cell from
+round 0, ``--no-shared-prefix``; it pays Ray's start-up), then with it (the default of
+``fl-sweep``: rounds ``1 .. start - 1`` once for the group). It prints each sweep's
+wall time, the rounds it ran, and whether every cell's accuracy per round came out the
+same both ways.
 
     python benchmarks/bench_shared_prefix.py [--rounds 10] [--start 6] [--jobs 1] [--attacks ...]
 """
@@ -18,6 +19,7 @@ import time
 from pathlib import Path
 
 from fl_app.experiments import reports
+from fl_app.experiments.engine import shared_ray
 from fl_app.experiments.sweep import run_sweep, simulate_runner
 from fl_app.experiments.sweep.progress import SweepProgress
 
@@ -58,7 +60,9 @@ def main() -> None:
               "attack-knowledge": "colluders", "attack-start-round": args.start,
               "strategy": args.strategy}
     grid = {"attack": list(args.attacks)}
-    with tempfile.TemporaryDirectory() as tmp:
+    # One Ray for both sweeps (the first, run without sharing, pays its start-up: a
+    # handicap for the default, not for the comparison's baseline).
+    with tempfile.TemporaryDirectory() as tmp, shared_ray():
         rows, curves = [], {}
         for share in (False, True):
             out = Path(tmp) / ("shared" if share else "alone")

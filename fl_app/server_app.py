@@ -32,6 +32,7 @@ from fl_app.federation.roles import aggregation_options, build_run_model, omnisc
 from fl_app.federation.sampling import PartitionSampler
 from fl_app.federation.server_loop import ResumableServer
 from fl_app.learning.data import load_test_set
+from fl_app.privacy.levels.central import CentralDPStrategy
 from fl_app.runs.checkpoint import Checkpoint, checkpoint_to_resume, save_checkpoint
 from fl_app.runs.recorder import RunRecorder, resolve_run_dir
 from fl_app.task import evaluate, get_weights, set_weights
@@ -97,7 +98,7 @@ def build_strategy(cfg: RunConfig, recorder: RunRecorder) -> UpdateSpaceFedAvg:
         kept = recorder.dp_accountants.get(recorder.label(proxy.cid))
         return {keys.DP_ACCOUNTANT_STATE: kept} if kept else {}
 
-    return make_strategy(
+    strategy = make_strategy(
         cfg.strategy, **aggregation_options(cfg),
         fraction_fit=cfg.fraction_fit, fraction_evaluate=cfg.fraction_evaluate,
         min_fit_clients=1, min_evaluate_clients=1, min_available_clients=1,
@@ -108,8 +109,12 @@ def build_strategy(cfg: RunConfig, recorder: RunRecorder) -> UpdateSpaceFedAvg:
         max_failures=None if cfg.accept_failures < 0 else cfg.accept_failures,
         result_order=by_partition,
         max_update_norm=cfg.max_update_norm or None,
-        client_config_fn=returned_accountant if cfg.dp else None,
+        client_config_fn=returned_accountant if cfg.dp and cfg.dp_level != "central" else None,
     )
+    if cfg.dp and cfg.dp_level == "central":  # Flower's server-side clipping, accounted
+        return CentralDPStrategy(strategy, cfg.dp_clipping_norm, cfg.dp_settings,
+                                 cfg.num_server_rounds)
+    return strategy
 
 
 def server_fn(context: Context, overrides: Mapping[str, Scalar] | None = None,

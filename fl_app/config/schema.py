@@ -34,6 +34,7 @@ from fl_app.learning.data import DATASETS, DataConfig
 from fl_app.learning.models import check_model_fits
 from fl_app.privacy import DPSettings
 from fl_app.privacy.levels import DEFAULT_DP_LEVEL
+from fl_app.privacy.levels.central import central_dp_errors
 from fl_app.privacy.randomness import resolve_noise_source
 from fl_app.task import TrainSettings
 
@@ -318,6 +319,11 @@ def _combination_errors(cfg: RunConfig) -> list[ConfigError]:
         resolve_noise_source(cfg.dp_noise_source, simulated=True, secure_mode=cfg.dp_secure_mode)
     except ConfigError as exc:
         errors.append(exc)
+    if cfg.dp and cfg.dp_level == "central":
+        errors += central_dp_errors(cfg.strategy, cfg.preaggregation_steps,
+                                    cfg.server_learning_rate, cfg.server_momentum,
+                                    cfg.max_update_norm, cfg.dp_clipping_norm, cfg.attack,
+                                    cfg.attack_knowledge, cfg.dp_max_epsilon)
     supported = get_attack(cfg.attack).knowledge
     if cfg.attack_knowledge not in supported:
         errors.append(ConfigError(

@@ -21,6 +21,7 @@ from fl_app.federation.roles import aggregation_options, sampled_per_round
 from fl_app.federation.sampling import is_simulated
 from fl_app.learning.data import partition_indices
 from fl_app.privacy import resolve_delta, resolve_noise_multiplier
+from fl_app.privacy.accounting import noise_for_target_epsilon
 from fl_app.privacy.levels.client import client_delta, client_noise_multiplier
 from fl_app.privacy.randomness import (
     CSPRNG,
@@ -38,10 +39,15 @@ def dp_errors_for_partitions(cfg: RunConfig, num_partitions: int) -> list[Config
     """DP settings that no client of this partitioning could use (delta, target epsilon)."""
     dp, settings = cfg.dp_settings, cfg.train
     errors: dict[str, ConfigError] = {}
-    if cfg.dp_level == "client":  # the unit is the client: delta against K clients
+    if cfg.dp_level in ("client", "central"):  # the unit is the client: delta against K
         try:
-            client_delta(dp, num_partitions)
-            client_noise_multiplier(dp, num_partitions, cfg.num_server_rounds)
+            delta = client_delta(dp, num_partitions)
+            if cfg.dp_level == "client":
+                client_noise_multiplier(dp, num_partitions, cfg.num_server_rounds)
+            elif dp.target_epsilon is not None:  # one sampled Gaussian a round, q = m / K
+                rate = sampled_per_round(cfg, num_partitions) / num_partitions
+                noise_for_target_epsilon(dp.target_epsilon, delta, rate, cfg.num_server_rounds,
+                                         dp.accountant)
         except ConfigError as exc:
             errors.setdefault(exc.key, exc)
         return list(errors.values())

@@ -5,6 +5,9 @@
 * ``client`` (:mod:`.client`): each honest client clips its *whole update* to ``S``
   (``dp-clipping-norm``) and adds ``N(0, sigma^2 S^2)`` before sending: its whole
   dataset protected from whoever sees its updates, the server included.
+* ``central`` (:mod:`.central`): Flower's server-side fixed clipping: the server clips
+  each update, averages and adds the noise; the clients' datasets are protected from
+  whoever sees the *global model*, not from the server. FedAvg only.
 
 A level is a :class:`DPLevel`: its client round (``None``: the clients train without
 DP and the server adds it), what it protects and from whom (the README's table), and
@@ -50,4 +53,4 @@ def register_dp_level(level: DPLevel) -> None:
 
 
 # Each level registers itself on import (after the registry above exists).
-from fl_app.privacy.levels import client, record  # noqa: E402, F401
+from fl_app.privacy.levels import central, client, record  # noqa: E402, F401
