@@ -15,6 +15,7 @@ import pytest
 from fl_app.config import parse_run_config
 from fl_app.errors import ConfigError, ConfigErrors
 from fl_app.experiments import reports, sweep
+from fl_app.experiments.engine import shared_ray
 from fl_app.experiments.simulate import simulate
 from fl_app.experiments.sweep import (
     SweepError,
@@ -590,10 +591,12 @@ def test_cells_differing_only_in_the_attack_run_the_rounds_before_it_once(tmp_pa
         return real(run_config, num_supernodes, lambda row: (rows_seen.append(row["round"]),
                                                              on_round(row)))
 
-    shared = run_sweep(tmp_path / "shared", grid, config, runner=runner, progress=quiet())
+    with shared_ray():  # one Ray for both sweeps
+        shared = run_sweep(tmp_path / "shared", grid, config, runner=runner, progress=quiet())
+        alone = run_sweep(tmp_path / "alone", grid, config, progress=quiet(),
+                          share_prefix=False)
     assert not shared.failed and resumed == [False, True]
     assert rows_seen == [0, 1, 2, 3, 3]  # rounds 0-2 ran once
-    alone = run_sweep(tmp_path / "alone", grid, config, progress=quiet(), share_prefix=False)
     assert alone.ran == shared.ran and not list((tmp_path / "alone").glob(".prefixes"))
 
     def table(out, name, file, drop):
