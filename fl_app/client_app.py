@@ -104,7 +104,7 @@ class HonestClient(NumPyClient):
             ) -> tuple[NDArrays, int, dict[str, Scalar]]:
         """Train locally (with DP-SGD if ``dp``); return the new weights, count and metrics."""
         server_round = int(config[keys.SERVER_ROUND])
-        if self.cfg.dp and DP_LEVELS[self.cfg.dp_level].client_round is not None:
+        if self.cfg.client_dp:
             return self.fit_private(parameters, server_round,
                                     config.get(keys.DP_ACCOUNTANT_STATE))
         weights, num_examples, loss = self.train_weights(parameters, server_round)

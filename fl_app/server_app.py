@@ -109,7 +109,7 @@ def build_strategy(cfg: RunConfig, recorder: RunRecorder) -> UpdateSpaceFedAvg:
         max_failures=None if cfg.accept_failures < 0 else cfg.accept_failures,
         result_order=by_partition,
         max_update_norm=cfg.max_update_norm or None,
-        client_config_fn=returned_accountant if cfg.dp and cfg.dp_level != "central" else None,
+        client_config_fn=returned_accountant if cfg.client_dp else None,
     )
     if cfg.dp and cfg.dp_level == "central":  # Flower's server-side clipping, accounted
         return CentralDPStrategy(strategy, cfg.dp_clipping_norm, cfg.dp_settings,

@@ -33,7 +33,7 @@ from fl_app.errors import ConfigError, ConfigErrors
 from fl_app.learning.data import DATASETS, DataConfig
 from fl_app.learning.models import check_model_fits
 from fl_app.privacy import DPSettings
-from fl_app.privacy.levels import DEFAULT_DP_LEVEL
+from fl_app.privacy.levels import DEFAULT_DP_LEVEL, DP_LEVELS
 from fl_app.privacy.levels.central import central_dp_errors
 from fl_app.privacy.randomness import resolve_noise_source
 from fl_app.task import TrainSettings
@@ -132,6 +132,14 @@ class RunConfig:
         """Local SGD settings of every client."""
         return TrainSettings(self.local_epochs, self.batch_size, self.learning_rate,
                              self.momentum)
+
+    @property
+    def client_dp(self) -> bool:
+        """Whether honest clients train with DP themselves (``dp`` at a level with a client round).
+
+        ``central`` adds its noise on the server: its clients train, and report, in the clear.
+        """
+        return self.dp and DP_LEVELS[self.dp_level].client_round is not None
 
     @cached_property
     def dp_settings(self) -> DPSettings:

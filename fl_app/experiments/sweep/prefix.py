@@ -41,9 +41,9 @@ PREFIX_DIR = ".prefixes"
 ATTACK_ONLY_KEYS = frozenset({ATTACK} | {k for k, d in DECLARED.items() if d.role == ATTACK})
 
 
-def prefix_key(run_config: Mapping[str, Any]) -> str | None:
+def prefix_key(run_config: Mapping[str, Any] | RunConfig) -> str | None:
     """The group of cells that compute the same rounds before the attack; None: no group."""
-    cfg = parse_run_config(run_config)
+    cfg = run_config if isinstance(run_config, RunConfig) else parse_run_config(run_config)
     if cfg.attack == "none" or cfg.attack_start_round <= 1:
         return None
     shared = {k: v for k, v in comparable_config(cfg.as_dict()).items()
@@ -64,10 +64,10 @@ def start_from_prefix(run_config: Mapping[str, Any], out: Path, cell_dir: Path) 
     Returns whether it did (then the cell resumes after round ``attack-start-round - 1``);
     False when the cell has no group or its group has no prefix yet.
     """
-    key = prefix_key(run_config)
+    cfg = parse_run_config(run_config)
+    key = prefix_key(cfg)
     if key is None:
         return False
-    cfg = parse_run_config(run_config)
     try:
         checkpoint = load_checkpoint(prefix_dir(out, key))
     except CheckpointError:
@@ -88,10 +88,10 @@ def keeping_prefix(run_config: Mapping[str, Any], out: Path, cell_dir: Path,
     the start round is reported, ``cell_dir`` still holds the checkpoint of the round
     before: the prefix. It is kept once per group.
     """
-    key = prefix_key(run_config)
+    cfg = parse_run_config(run_config)
+    key = prefix_key(cfg)
     if key is None:
         return on_round
-    cfg = parse_run_config(run_config)
     target = prefix_dir(out, key)
 
     def on_round_keeping(row: dict[str, Any]) -> None:
