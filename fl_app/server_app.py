@@ -33,6 +33,7 @@ from fl_app.federation.sampling import PartitionSampler
 from fl_app.federation.server_loop import ResumableServer
 from fl_app.learning.data import load_test_set
 from fl_app.privacy.levels.central import CentralDPStrategy
+from fl_app.privacy.randomness import central_noise_generator
 from fl_app.runs.checkpoint import Checkpoint, checkpoint_to_resume, save_checkpoint
 from fl_app.runs.recorder import RunRecorder, resolve_run_dir
 from fl_app.task import evaluate, get_weights, set_weights
@@ -112,8 +113,11 @@ def build_strategy(cfg: RunConfig, recorder: RunRecorder) -> UpdateSpaceFedAvg:
         client_config_fn=returned_accountant if cfg.client_dp else None,
     )
     if cfg.dp and cfg.dp_level == "central":  # Flower's server-side clipping, accounted
+        # the source the start check resolved (seeded in a simulation, os elsewhere)
         return CentralDPStrategy(strategy, cfg.dp_clipping_norm, cfg.dp_settings,
-                                 cfg.num_server_rounds)
+                                 cfg.num_server_rounds, lambda server_round: (
+                                     central_noise_generator(recorder.extra["dp_noise_source"],
+                                                             cfg.seed, server_round)))
     return strategy
 
 

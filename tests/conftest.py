@@ -25,14 +25,45 @@ def cifar_dir() -> Path:
     return CIFAR_DIR
 
 
+_engine_open = False  # whether this pytest process holds a shared Ray session
+
+
+def _close_engine() -> None:
+    global _engine_open
+    if _engine_open:
+        from fl_app.experiments.engine import close_session
+
+        close_session()
+        _engine_open = False
+
+
 @pytest.fixture(scope="module")
 def shared_engine():
-    """One Ray instance and its client actors for all of a module's simulations.
+    """One Ray instance and its client actors for the simulations of every module that asks.
 
-    Saves each run Ray's start and the actors' imports; a run in a session equals the
-    same run alone (tests/fl_app/experiments/test_engine.py).
+    Opened by the first module that uses it and kept for the next ones (Ray's start and
+    the actors' imports cost 10-25 s on 2 cores); a run in a session equals the same
+    run alone (tests/fl_app/experiments/test_engine.py). Closed before a module marked
+    ``own_ray`` and at the end of the session.
     """
-    from fl_app.experiments.engine import shared_ray
+    global _engine_open
+    if not _engine_open:
+        from fl_app.experiments.engine import open_session
 
-    with shared_ray():
-        yield
+        open_session()
+        _engine_open = True
+    yield
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _own_ray_alone(request):
+    """A module marked ``own_ray`` runs with no shared Ray in this process."""
+    if request.node.get_closest_marker("own_ray") is not None:
+        _close_engine()
+    yield
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _shared_engine_closed_at_the_end():
+    yield
+    _close_engine()

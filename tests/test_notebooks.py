@@ -13,6 +13,7 @@ from nbclient import NotebookClient
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
+pytestmark = pytest.mark.own_ray  # the kernels start their own Ray: free the cores of ours
 
 
 @pytest.fixture(scope="module")

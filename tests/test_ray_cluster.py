@@ -41,8 +41,9 @@ from tests._processes import (
     wait_until,
 )
 
-pytestmark = pytest.mark.skipif(sys.platform != "linux",
-                                reason="process trees are followed through /proc")
+pytestmark = [pytest.mark.skipif(sys.platform != "linux",
+                                 reason="process trees are followed through /proc"),
+              pytest.mark.own_ray]  # no shared Ray of other modules here
 
 REPO = Path(__file__).resolve().parents[1]
 HEAD_CPUS = 2

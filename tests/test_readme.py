@@ -46,8 +46,9 @@ CIFAR_DIR = (REPO.parent / "shared" / "data" / "cifar10-jpeg").resolve()
 FENCE = re.compile(r"^(?:> )?```(\w*)\s*$")
 LANGUAGES = ("bash", "python")
 
-pytestmark = pytest.mark.skipif(sys.platform != "linux",
-                                reason="the managed SuperLink is found through /proc")
+pytestmark = [pytest.mark.skipif(sys.platform != "linux",
+                                 reason="the managed SuperLink is found through /proc"),
+              pytest.mark.own_ray]  # no shared Ray of other modules here
 
 
 # ----------------------------------------------------------------------------- reading

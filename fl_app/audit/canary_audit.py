@@ -28,8 +28,7 @@ from fl_app.audit.canaries import canary_scores, run_canaries
 from fl_app.audit.one_run import audit_bound
 from fl_app.audit.reconstruction_audit import load_final_model
 from fl_app.learning.data import partition_indices
-from fl_app.privacy.levels.client import client_delta
-from fl_app.privacy.settings import resolve_delta
+from fl_app.privacy.levels import DP_LEVELS
 from fl_app.runs import layout
 
 AUDIT_FILE = "audit.json"
@@ -58,6 +57,7 @@ def canary_audit(run_config: Mapping[str, Any], num_supernodes: int, out: str | 
 
 def audit_run(run_dir: Path, out: Path) -> dict[str, Any]:
     """Score the canaries of a finished run with canaries, compute the bound, write the audit."""
+    out.mkdir(parents=True, exist_ok=True)
     cfg, model = load_final_model(run_dir)
     num_nodes = int(layout.read_summary(run_dir)["num_nodes"])
     plan = run_canaries(cfg, num_nodes)
@@ -77,15 +77,17 @@ def audit_run(run_dir: Path, out: Path) -> dict[str, Any]:
 
 def accounted_privacy(run_dir: Path, cfg: Any, num_nodes: int, holders: list[int],
                       plan: Any) -> tuple[float | None, float]:
-    """The largest accounted epsilon of the canary holders (None without DP), and delta."""
-    if cfg.dp and cfg.dp_level == "client":
-        delta = client_delta(cfg.dp_settings, num_nodes)
-    else:  # record level (or no DP): each holder's delta for its N examples, canaries in
-        sizes = [len(partition_indices(cfg.data, num_nodes)[p]) + len(plan.of_partition(p))
-                 for p in holders]
-        delta = max(resolve_delta(cfg.dp_settings, n) for n in sizes)
+    """The largest accounted epsilon of the canary holders (None without DP), and delta.
+
+    The delta is the run's level's (:attr:`~fl_app.privacy.levels.DPLevel.delta_of`) for
+    each holder's N examples, canaries in.
+    """
     if not cfg.dp:  # nothing claimed: the paper's delta, so that 2 m delta stays small
         return None, cfg.dp_delta or NO_DP_DELTA
+    level = DP_LEVELS[cfg.dp_level]
+    sizes = [len(partition_indices(cfg.data, num_nodes)[p]) + len(plan.of_partition(p))
+             for p in holders]
+    delta = max(level.delta_of(cfg.dp_settings, num_nodes, n) for n in sizes)
     last: dict[int, float] = {}
     with open(run_dir / layout.CLIENTS) as f:
         for row in csv.DictReader(f):

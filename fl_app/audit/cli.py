@@ -3,13 +3,16 @@
     fl-audit canaries [--set KEY=VALUE ...] [--num-supernodes 10] [--canaries 300] --out DIR
     fl-audit membership RUN_DIR [--members 300] [--shadows 4] [--out DIR]
     fl-audit reconstruct RUN_DIR [--batch-sizes 1 2 4] [--out DIR]
+    fl-audit tradeoff [--dataset digits|cifar10] [--set KEY=VALUE ...] [--jobs N] --out DIR
 
 ``canaries``: the one-run epsilon lower bound of a federation run as configured, with
 ``m`` canaries (:mod:`fl_app.audit.canary_audit`). ``membership``: the loss attack
 and offline LiRA against a run's final model, with ``k`` shadow federations
 (:mod:`fl_app.audit.membership_audit`). ``reconstruct``: gradient inversion
 of one client's update at the run's final model, with and without DP-SGD
-(:mod:`fl_app.audit.reconstruction_audit`).
+(:mod:`fl_app.audit.reconstruction_audit`). ``tradeoff``: accuracy, the canary bound and
+the membership AUC against the accounted epsilon for every DP level, clean and attacked
+(:mod:`fl_app.audit.tradeoff`).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from fl_app.audit.tradeoff import LEVELS, SETTINGS
 from fl_app.errors import FLAppError
 
 
@@ -55,6 +59,22 @@ def build_parser() -> argparse.ArgumentParser:
     rebuild.add_argument("--steps", type=int, default=1000, help="Adam steps per restart")
     rebuild.add_argument("--restarts", type=int, default=4)
     rebuild.add_argument("--seed", type=int, default=0)
+    picture = commands.add_parser("tradeoff", help="the privacy-utility-robustness picture: "
+                                  "every DP level and sigma, clean and attacked, audited")
+    picture.add_argument("--dataset", default="digits", choices=sorted(SETTINGS),
+                         help="the federation and audit sizes (fl_app.audit.tradeoff.SETTINGS)")
+    picture.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[],
+                         metavar="KEY=VALUE", help="run-config overrides of every cell "
+                         "(cifar10 needs data-dir=...)")
+    picture.add_argument("--levels", nargs="+", default=list(LEVELS), choices=LEVELS)
+    picture.add_argument("--noise-multipliers", type=float, nargs="+",
+                         help="sigma values (default: the dataset's)")
+    picture.add_argument("--robust-rule", default="median", help="the attacked runs' rule")
+    picture.add_argument("--attack", default="ipm", help="the attacked runs' attack")
+    picture.add_argument("--jobs", type=int, default=1, help="cells run at once (fl-sweep)")
+    picture.add_argument("--dry-run", action="store_true",
+                         help="validate every run and print the plan; run nothing")
+    picture.add_argument("--out", required=True, help="the folder of the cells and the picture")
     return parser
 
 
@@ -66,6 +86,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_canaries_command(args)
         if args.command == "membership":
             return run_membership_command(args)
+        if args.command == "tradeoff":
+            return run_tradeoff_command(args)
         if args.command == "reconstruct":
             from fl_app.audit.reconstruction_audit import reconstruct_audit
 
@@ -130,4 +152,24 @@ def run_membership_command(args: argparse.Namespace) -> int:
         print(f"[fl-audit] {name}: AUC {metrics['auc']:.3f}, TPR at 1% FPR "
               f"{metrics['tpr_at_1pct_fpr']:.3f}, at 0.1% FPR {metrics['tpr_at_0.1pct_fpr']:.3f}")
     print(f"[fl-audit] shadows took {audit['shadow_seconds']:.0f} s; {out}")
+    return 0
+
+
+def run_tradeoff_command(args: argparse.Namespace) -> int:
+    """``fl-audit tradeoff``: the sweep, the audits, the table and the figure."""
+    from fl_app.audit.tradeoff import TABLE_FILE, plan_tradeoff, run_tradeoff
+    from fl_app.experiments.sweep.values import parse_overrides
+
+    plan = plan_tradeoff(SETTINGS[args.dataset], levels=args.levels,
+                         noise_multipliers=args.noise_multipliers,
+                         robust_rule=args.robust_rule, attack=args.attack,
+                         overrides=parse_overrides(args.overrides))
+    out = Path(args.out).expanduser()
+    print(f"[fl-audit] {len(plan.scenario_of)} runs; writing to {out}", flush=True)
+    run_tradeoff(plan, out, jobs=args.jobs, dry_run=args.dry_run,
+                 progress=lambda line: print(f"[fl-audit] {line}", flush=True))
+    if args.dry_run:
+        return 0
+    print((out / TABLE_FILE).read_text(), end="")
+    print(f"[fl-audit] {out}")
     return 0

@@ -21,7 +21,7 @@ from __future__ import annotations
 import functools
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,16 +50,22 @@ def member_rows(data: DataConfig, num_members: int) -> np.ndarray:
     return np.sort(rng.choice(num_train, size=num_members, replace=False))
 
 
-def candidates(data: DataConfig, num_members: int) -> tuple[torch.Tensor, torch.Tensor,
-                                                             np.ndarray]:
-    """Members then non-members: images, true labels, and 1 for a member."""
+def candidates(data: DataConfig, num_members: int, exclude_test_rows: Sequence[int] = ()
+               ) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+    """Members then non-members: images, true labels, and 1 for a member.
+
+    Non-members are test rows other than ``exclude_test_rows`` (e.g. a run's canaries,
+    which some client trained on under a wrong label).
+    """
     x_in, y_in = load_rows(data, "train", member_rows(data, num_members))
     x_test, y_test = load_test_set(data)
-    if num_members > len(y_test):
-        raise ValueError(f"at most {len(y_test)} members: as many non-members come from the "
-                         "test split")
-    out_rows = np.random.default_rng([MEMBER_STREAM, num_members, 1]).choice(
-        len(y_test), size=num_members, replace=False)
+    pool = np.setdiff1d(np.arange(len(y_test)), np.asarray(exclude_test_rows, dtype=np.int64))
+    if num_members > len(pool):
+        raise ValueError(f"at most {len(pool)} members: as many non-members come from the "
+                         f"test split ({len(y_test)} images, {len(y_test) - len(pool)} of "
+                         "them excluded)")
+    out_rows = pool[np.random.default_rng([MEMBER_STREAM, num_members, 1]).choice(
+        len(pool), size=num_members, replace=False)]
     x = torch.cat([x_in, x_test[out_rows]])
     y = torch.cat([y_in, y_test[out_rows]])
     return x, y, np.r_[np.ones(num_members, int), np.zeros(num_members, int)]
@@ -78,15 +84,19 @@ def phi_and_loss(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor
 
 def membership_audit(run_dir: str | Path, out: str | Path, *, num_members: int,
                      num_shadows: int, simulate_fn: Callable[..., Path] | None = None,
-                     progress: Callable[[str], None] = print) -> dict[str, Any]:
-    """Train the shadows, score the candidates, write ``audit.json`` and ``roc.png``."""
+                     progress: Callable[[str], None] = print,
+                     exclude_test_rows: Sequence[int] = ()) -> dict[str, Any]:
+    """Train the shadows, score the candidates, write ``audit.json`` and ``roc.png``.
+
+    ``exclude_test_rows``: test rows never used as non-members (see :func:`candidates`).
+    """
     from fl_app.experiments.simulate import simulate
 
     run_dir, out = Path(run_dir).expanduser(), Path(out).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     summary = layout.read_summary(run_dir)
     cfg, target = load_final_model(run_dir)
-    x, y, is_member = candidates(cfg.data, num_members)
+    x, y, is_member = candidates(cfg.data, num_members, exclude_test_rows)
     phi, loss = phi_and_loss(target, x, y)
     started, shadow_phi = time.time(), []
     for i in range(num_shadows):

@@ -51,6 +51,7 @@ NOISE_SOURCES = ("auto", "seeded", "os")
 
 #: What a client reports it used (``clients.csv``, ``summary.json``).
 SEEDED, OS, CSPRNG = "seeded", "os", "csprng"
+CENTRAL_NOISE_STREAM = 0xCE27  # the seeded central noise, apart from every other stream
 
 #: MT19937's state: 624 32-bit words, all drawn from the OS for every client round.
 MT_STATE_WORDS = 624
@@ -135,6 +136,19 @@ def resolve_noise_source(requested: str, simulated: bool, secure_mode: bool = Fa
 def seeded_generator(seed: int) -> torch.Generator:
     """Return a CPU generator seeded by ``seed`` (simulation: reproducible runs)."""
     return torch.Generator().manual_seed(seed)
+
+
+def central_noise_generator(source: str, seed: int, server_round: int) -> np.random.Generator:
+    """The generator of central DP's noise on the average (the server's draw, each round).
+
+    ``seeded``: a function of (run seed, round), so a simulation reproduces bit for bit;
+    otherwise 256 bits of :func:`os_entropy`, fresh every round, which no client or
+    reader of the global model can predict. (Flower's own noise helper draws from
+    numpy's global generator, which a run can neither seed nor key from the OS.)
+    """
+    if source == SEEDED:
+        return np.random.default_rng([CENTRAL_NOISE_STREAM, seed, server_round])
+    return np.random.default_rng(int.from_bytes(os_entropy(32), "little"))
 
 
 def os_generator() -> torch.Generator:

@@ -28,6 +28,8 @@ DEFAULT_DP_LEVEL = "record"
 # (model, x, y, settings, dp, clipping_norm, planned_rounds, accountant_state, generator,
 #  num_clients) -> RoundOutcome; trains `model` (holding the global weights) in place
 ClientRound = Callable[..., Any]
+# (dp settings, K clients, N examples of the client) -> the delta its epsilon is at
+DeltaOf = Callable[[Any, int, int], float]
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,7 @@ class DPLevel:
     protected_from: str  # who cannot learn it
     not_protected_from: str
     robust_rules: bool  # may a robust rule aggregate (does the server see noisy updates)?
+    delta_of: DeltaOf  # the delta of a client's guarantee (ConfigError if dp-delta is too big)
 
 
 DP_LEVELS: dict[str, DPLevel] = {}

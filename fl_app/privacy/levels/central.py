@@ -3,16 +3,20 @@
 McMahan, Ramage, Talwar and Zhang (ICLR 2018), through Flower's own
 ``DifferentialPrivacyServerSideFixedClipping``: each update is clipped to ``S``
 (``dp-clipping-norm``, Flower's ``compute_clip_model_update``), the clipped updates are
-averaged with equal weights, and ``N(0, (sigma S / m)^2)`` is added to the average
-(Flower's ``add_gaussian_noise_to_params``) for the ``m`` updates averaged. Each round is
+averaged with equal weights, and ``N(0, (sigma S / m)^2)`` (Flower's ``compute_stdv``) is
+added to the average for the ``m`` updates averaged. Each round is
 one sampled Gaussian mechanism on the clients' data with noise multiplier ``sigma`` and
 rate ``q = m / K`` for ``K`` clients; an Opacus accountant (``dp-accountant``) composes
 them, ``delta`` is ``dp-delta`` or ``1 / (10 K)``. Every honest client's epsilon is that
 one number, reported in ``rounds.csv`` and ``clients.csv`` like the other levels'.
 
 What it protects: a client's whole dataset from whoever sees the *global model* (other
-clients, the public). Not from the server, which sees every update in the clear; and the
-noise is the server's (numpy's generator, which Flower's function draws from).
+clients, the public). Not from the server, which sees every update in the clear and draws
+the noise: seeded by (run seed, round) under ``dp-noise-source`` ``auto``/``seeded`` in a
+simulation, fresh OS entropy every round otherwise
+(:func:`~fl_app.privacy.randomness.central_noise_generator`; Flower's
+``add_gaussian_noise_to_params`` draws from numpy's global generator, which a run can
+neither seed nor key from the OS, so it is not used).
 
 Kept apart from Flower's wrapper, for this app's guarantees:
 
@@ -32,6 +36,7 @@ are functions of every honest update) and a per-client ``dp-max-epsilon``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -40,8 +45,8 @@ from flwr.server.client_manager import ClientManager
 from flwr.server.client_proxy import ClientProxy
 from flwr.server.strategy import DifferentialPrivacyServerSideFixedClipping, Strategy
 from flwr.supercore.differential_privacy import (
-    add_gaussian_noise_to_params,
     compute_clip_model_update,
+    compute_stdv,
     get_norm,
 )
 
@@ -60,9 +65,11 @@ class CentralDPStrategy(DifferentialPrivacyServerSideFixedClipping):
     """Flower's server-side fixed clipping around a FedAvg strategy, accounted."""
 
     def __init__(self, strategy: Strategy, clipping_norm: float, dp: DPSettings,
-                 planned_rounds: int) -> None:
+                 planned_rounds: int,
+                 noise_generator: Callable[[int], np.random.Generator]) -> None:
         super().__init__(strategy, dp.noise_multiplier, clipping_norm, num_sampled_clients=1)
         self.dp, self.planned_rounds = dp, planned_rounds
+        self.noise_generator = noise_generator  # server round -> the round's generator
         self.accountant = new_accountant(dp.accountant)
         self.delta = 0.0
         self.sample_rate = 1.0
@@ -111,8 +118,11 @@ class CentralDPStrategy(DifferentialPrivacyServerSideFixedClipping):
         aggregated, metrics = self.strategy.aggregate_fit(server_round, clipped, failures)
         if aggregated is None or averaged == 0:
             return aggregated, metrics
-        return add_gaussian_noise_to_params(aggregated, self.noise_multiplier,
-                                            self.clipping_norm, averaged), metrics
+        std = compute_stdv(self.noise_multiplier, self.clipping_norm, averaged)
+        generator = self.noise_generator(server_round)
+        noised = [a + generator.normal(0.0, std, a.shape).astype(a.dtype, copy=False)
+                  for a in parameters_to_ndarrays(aggregated)]
+        return ndarrays_to_parameters(noised), metrics
 
     def get_state(self) -> dict[str, np.ndarray]:
         """The strategy's state plus the accountant's history (for checkpoints)."""
@@ -164,4 +174,5 @@ register_dp_level(DPLevel(
     "central", None, unit="one client's whole dataset",
     protected_from="whoever sees the global model: other clients, the public",
     not_protected_from="the server, which sees every update in the clear and draws the noise",
-    robust_rules=False))
+    robust_rules=False,
+    delta_of=lambda dp, num_clients, num_examples: client_delta(dp, num_clients)))

@@ -100,4 +100,6 @@ register_dp_level(DPLevel(
     "client", client_level_round, unit="one client's whole dataset",
     protected_from="anyone who sees the client's updates, the server included (the noise "
                    "is drawn on the client)",
-    not_protected_from="no one, as long as the client's noise stays secret", robust_rules=True))
+    not_protected_from="no one, as long as the client's noise stays secret", robust_rules=True,
+    # the unit is the client: delta against the K clients
+    delta_of=lambda dp, num_clients, num_examples: client_delta(dp, num_clients)))

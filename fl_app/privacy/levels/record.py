@@ -12,6 +12,7 @@ from typing import Any
 
 from fl_app.privacy.client_round import RoundOutcome, private_round
 from fl_app.privacy.levels import DPLevel, register_dp_level
+from fl_app.privacy.settings import resolve_delta
 
 
 def record_level_round(model: Any, x: Any, y: Any, settings: Any, dp: Any, clipping_norm: float,
@@ -25,4 +26,6 @@ register_dp_level(DPLevel(
     "record", record_level_round, unit="one example of one client's data",
     protected_from="anyone who sees the client's updates (the server too, on a real device)",
     not_protected_from="no one, for that example (other examples of the client may leak "
-                       "through many records alike)", robust_rules=True))
+                       "through many records alike)", robust_rules=True,
+    # the unit is an example: delta against the client's own N
+    delta_of=lambda dp, num_clients, num_examples: resolve_delta(dp, num_examples)))

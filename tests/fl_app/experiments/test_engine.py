@@ -15,6 +15,7 @@ from fl_app.experiments.engine import FlowerRayBackend, SharedRayBackend, shared
 from fl_app.experiments.simulate import simulate
 
 SMALL = {"num-server-rounds": 2, "fraction-fit": 1.0}
+pytestmark = pytest.mark.own_ray  # runs alone must be alone: no shared Ray of other modules
 
 
 def metrics(run_dir):

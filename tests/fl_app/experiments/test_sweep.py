@@ -443,6 +443,7 @@ def test_one_run_figures(tmp_path):
 # ---------------------------------------------------------------------------- one real sweep
 
 
+@pytest.mark.usefixtures("shared_engine")
 def test_a_real_sweep_runs_end_to_end_and_matches_a_direct_simulation(tmp_path_factory,
                                                                      tmp_path, capsys):
     """2 cells x 2 rounds on digits, through the command line; cell = simulate() of its config.
@@ -507,6 +508,7 @@ def test_jobs_run_every_cell_in_worker_processes_and_report_a_failure(tmp_path, 
     assert sorted(again.skipped) == sorted([NAMES[0], *NAMES[2:]]) and again.ran == [NAMES[1]]
 
 
+@pytest.mark.usefixtures("shared_engine")
 def test_real_cells_in_two_jobs_equal_the_same_cells_run_one_by_one(tmp_path):
     grid = {"strategy": ["fedavg", "median"]}
     config = {**SMALL, "attack": "alie", "num-attackers": 2}

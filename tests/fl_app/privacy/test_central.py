@@ -63,3 +63,29 @@ def test_the_noise_on_the_average_has_std_sigma_s_over_m(tmp_path):
     moved = flatten([w.numpy() for w in final]) - flatten(initial_weights(
         parse_run_config(config)))
     assert float(np.std(moved)) == pytest.approx(40.0 * 0.01 / 4, rel=0.05)
+
+
+def test_the_central_noise_is_seeded_by_seed_and_round_or_keyed_by_the_os(monkeypatch):
+    from fl_app.privacy import randomness
+
+    def draw(source, seed, server_round):
+        return randomness.central_noise_generator(source, seed, server_round).normal(size=4)
+
+    assert np.array_equal(draw("seeded", 7, 2), draw("seeded", 7, 2))
+    assert not np.array_equal(draw("seeded", 7, 2), draw("seeded", 7, 3))
+    assert not np.array_equal(draw("seeded", 7, 2), draw("seeded", 8, 2))
+    assert not np.array_equal(draw("os", 7, 2), draw("os", 7, 2))  # fresh every round
+    monkeypatch.setattr(randomness, "os_entropy", lambda n: b"\x01" * n)
+    assert np.array_equal(draw("os", 7, 2), draw("os", 9, 5))  # the OS bytes alone
+
+
+@pytest.mark.usefixtures("shared_engine")
+def test_a_seeded_central_run_reproduces_bit_for_bit_and_an_os_keyed_one_does_not(tmp_path):
+    def final_model(source, name):
+        run = simulate({**CENTRAL, "dp-noise-source": source, "num-server-rounds": 1,
+                        "fraction-fit": 1.0, "output-dir": str(tmp_path), "run-name": name},
+                       num_supernodes=3)
+        return flatten([w.numpy() for w in torch.load(run / "model.pt", weights_only=True)])
+
+    assert np.array_equal(final_model("auto", "a"), final_model("auto", "b"))
+    assert not np.array_equal(final_model("os", "c"), final_model("auto", "a"))

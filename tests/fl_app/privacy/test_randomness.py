@@ -213,6 +213,7 @@ def test_secure_mode_client_reports_csprng(fake_torchcsprng):
 # ---------------------------------------------------------------------- simulations
 
 
+@pytest.mark.usefixtures("shared_engine")
 def test_auto_reproduces_a_simulation_bit_for_bit_and_os_does_not(tmp_path):
     def run(source: str, name: str):
         run_dir = simulate({"dp": True, "dp-noise-source": source, "num-server-rounds": 1,
