@@ -28,6 +28,7 @@ from attacks.backdoor import backdoor_accuracy
 from fl_app import keys
 from fl_app.config import RunConfig, parse_run_config
 from fl_app.federation.checks import start_checks
+from fl_app.federation.progress import ProgressGuard
 from fl_app.federation.roles import aggregation_options, build_run_model, omniscient_hook
 from fl_app.federation.sampling import PartitionSampler
 from fl_app.federation.server_loop import ResumableServer
@@ -72,11 +73,14 @@ def backdoor_accuracy_of(cfg: RunConfig, model: torch.nn.Module, x_test: torch.T
                              trigger_size=params["trigger_size"])
 
 
-def build_strategy(cfg: RunConfig, recorder: RunRecorder) -> UpdateSpaceFedAvg:
+def build_strategy(cfg: RunConfig, recorder: RunRecorder,
+                   guard: ProgressGuard | None = None) -> UpdateSpaceFedAvg:
     """Compose the configured strategy with central evaluation and recording.
 
     Each DP client gets back, in its fit config, the accountant it reported last
     (``recorder.dp_accountants``): a resumed run's nodes start with an empty state.
+    ``guard`` sees every round's report and stops a run that stalls
+    (:mod:`fl_app.federation.progress`).
     """
     x_test, y_test = load_test_set(cfg.data)
     eval_model = build_run_model(cfg)
@@ -95,6 +99,13 @@ def build_strategy(cfg: RunConfig, recorder: RunRecorder) -> UpdateSpaceFedAvg:
     def round_config(server_round: int) -> dict[str, Scalar]:
         return {keys.SERVER_ROUND: server_round}
 
+    def on_fit_round(report: Any) -> None:
+        recorder.on_fit_round(report)
+        guard.observe(report)
+        if guard.errors:
+            recorder.extra["client_errors"] = list(guard.errors)
+        guard.check()  # a stalled run stops here; the last checkpoint is the round before
+
     def returned_accountant(proxy: ClientProxy) -> dict[str, Scalar]:
         kept = recorder.dp_accountants.get(recorder.label(proxy.cid))
         return {keys.DP_ACCOUNTANT_STATE: kept} if kept else {}
@@ -106,7 +117,8 @@ def build_strategy(cfg: RunConfig, recorder: RunRecorder) -> UpdateSpaceFedAvg:
         evaluate_fn=evaluate_fn, on_fit_config_fn=round_config,
         on_evaluate_config_fn=round_config,
         initial_parameters=ndarrays_to_parameters(initial_weights(cfg)),
-        on_fit_round=recorder.on_fit_round, update_hook=omniscient_hook(cfg),
+        on_fit_round=recorder.on_fit_round if guard is None else on_fit_round,
+        update_hook=omniscient_hook(cfg),
         max_failures=None if cfg.accept_failures < 0 else cfg.accept_failures,
         result_order=by_partition,
         max_update_norm=cfg.max_update_norm or None,
@@ -143,7 +155,8 @@ def server_fn(context: Context, overrides: Mapping[str, Scalar] | None = None,
                            on_round=on_round)
     sampler = PartitionSampler(cfg.seed)
     recorder.partition_of = sampler.partition_of
-    strategy = build_strategy(cfg, recorder)
+    guard = ProgressGuard(cfg.max_failed_rounds)
+    strategy = build_strategy(cfg, recorder, guard)
     if checkpoint is not None:
         recorder.set_state(checkpoint.recorder_state)
         sampler.set_state(checkpoint.sampler_state)

@@ -69,8 +69,23 @@ class FitRoundReport:
     # The metrics of every result received (accepted, abstained or rejected), by node id
     received: dict[str, dict[str, Scalar]] = field(default_factory=dict)
     num_failures: int = 0
+    # Distinct messages of the round's failures (a client's error, a failed status)
+    errors: list[str] = field(default_factory=list)
     kept_global: bool = False
     note: str = ""
+
+
+def failure_messages(failures: list[tuple[ClientProxy, FitRes] | BaseException]) -> list[str]:
+    """The distinct messages of a round's failures, in the order they came."""
+    messages = []
+    for failure in failures:
+        if isinstance(failure, BaseException):
+            message = f"{type(failure).__name__}: {failure}".strip()
+        else:
+            message = failure[1].status.message or str(failure[1].status.code)
+        if message not in messages:
+            messages.append(message)
+    return messages
 
 
 # (server_round, updates, client metrics) -> (updates, rows the hook rewrote)
@@ -178,7 +193,8 @@ class UpdateSpaceFedAvg(FedAvg):
         """Reject malformed results, aggregate the rest in update space."""
         if self._global is None:
             raise RuntimeError("aggregate_fit called before configure_fit")
-        report = FitRoundReport(server_round, num_failures=len(failures))
+        report = FitRoundReport(server_round, num_failures=len(failures),
+                                errors=failure_messages(failures))
         # Flower hands over a raised error without its client: name those by elimination
         answered = {proxy.cid for proxy, _ in results}
         report.failed = [cid for cid in self._sent if cid not in answered]

@@ -70,6 +70,7 @@ RULES: dict[str, Callable[[Any], str | None]] = {
     "server-learning-rate": positive_finite,
     "server-momentum": lambda v: None if 0.0 <= v < 1.0 else "a number in [0, 1)",
     "accept-failures": lambda v: None if v >= -1 else "an integer >= 0, or -1 for any number",
+    "max-failed-rounds": lambda v: None if v >= 0 else "an integer >= 1, or 0 never to stop",
     "max-update-norm": lambda v: None if v >= 0 else "a number > 0, or 0 for no limit",
     "attack": one_of(attack_names()),
     "num-attackers": at_least(0),

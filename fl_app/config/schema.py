@@ -82,6 +82,7 @@ class RunConfig:
     server_learning_rate: float = 1.0
     server_momentum: float = 0.0
     accept_failures: int = -1
+    max_failed_rounds: int = 2
     max_update_norm: float = 1e6
     attack: str = "none"
     num_attackers: int = 0

@@ -50,5 +50,6 @@ def simulate(overrides: Mapping[str, Any] | None = None, num_supernodes: int = 1
                    verbose)
     summary = read_summary(run_dir)
     if summary["status"] != "finished":
-        raise RuntimeError(f"the simulation did not finish; see {run_dir}")
+        raise RuntimeError(f"the simulation did not finish ({summary['status']}: "
+                           f"{summary.get('error', 'no error recorded')}); see {run_dir}")
     return run_dir

@@ -8,6 +8,7 @@ before the first round), and ``fl-sweep`` runs it for every cell before any runs
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 from flwr.server.client_manager import ClientManager
@@ -138,14 +139,40 @@ def federation_errors(cfg: RunConfig, num_nodes: int, simulated: bool) -> list[C
         except ValueError as exc:
             errors.append(ConfigError("audit-exclude-members", cfg.audit_exclude_members,
                                       "at most the training split's size", str(exc)))
+    partitions = partitioning_errors(cfg, num_nodes) if simulated else []
     if cfg.dp:
         try:
             dp_noise_source_at_start(cfg, simulated)
         except ConfigError as exc:
             errors.append(exc)
-        if simulated:  # partitions = nodes: check DP against every client's size
+        if simulated and not partitions:  # partitions = nodes: DP against every client's size
             errors += dp_errors_for_partitions(cfg, num_nodes)
-    return errors + _round_size_errors(cfg, num_nodes)
+    return errors + partitions + _round_size_errors(cfg, num_nodes)
+
+
+def partitioning_errors(cfg: RunConfig, num_partitions: int) -> list[ConfigError]:
+    """Whether every client of ``num_partitions`` gets data: the error each would raise, once.
+
+    The training split is partitioned as the clients will (more partitions than
+    examples, or a Dirichlet draw that cannot give every client an example, fails
+    here), and the test split too when clients evaluate. Computed once on the server
+    (cached), before round 1: a simulation whose clients would all fail stops at start.
+    """
+    splits = ("train", "test") if cfg.fraction_evaluate > 0 else ("train",)
+    for split in splits:
+        try:
+            with warnings.catch_warnings():  # flwr-datasets warns at every Dirichlet retry
+                warnings.simplefilter("ignore", UserWarning)
+                partition_indices(cfg.data, num_partitions, split)
+        except ConfigError as exc:
+            return [exc]
+        except ValueError as exc:  # flwr-datasets: a Dirichlet draw left a client empty
+            return [ConfigError(
+                "num-partitions", num_partitions,
+                f"a number of partitions that {cfg.partitioning} partitioning can give "
+                f"every client data with", f"{exc} Use fewer nodes, or a larger "
+                "dirichlet-alpha, or partitioning='iid'.")]
+    return []
 
 
 def check_federation(cfg: RunConfig, num_nodes: int, simulated: bool,
