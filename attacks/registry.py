@@ -68,7 +68,7 @@ from attacks.errors import (
 from strategies.params import Param, check_declared_keywords
 
 
-class AttackKind(str, Enum):
+class AttackKind(str, Enum):  # noqa: UP042 (StrEnum would change str() of members)
     """How a client applies an attack (see the module docstring)."""
 
     NONE = "none"

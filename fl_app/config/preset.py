@@ -8,17 +8,12 @@ the same files through :func:`load_preset`.
 
 from __future__ import annotations
 
-import sys
+import tomllib
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from fl_app.errors import ConfigError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10 (tomli is a Flower dependency)
-    import tomli as tomllib
 
 KEY_PRESET = "preset"
 

@@ -6,6 +6,9 @@ and nowhere else:
 
 * :func:`run_in_process` calls ``flwr.simulation.run_simulation``, which Flower
   1.42 marks deprecated; it is the only in-process entry point 1.42 offers.
+* :func:`simulated_partition_ids` reads each simulated node's partition id from the
+  run's in-memory link state: Flower registers node ``i`` with ``partition-id = i``, in
+  that order, and the link state keeps its nodes in registration order.
 * :func:`shared_ray` keeps Ray and the client actors alive from one run to the
   next. Flower's ``RayBackend`` starts Ray, creates one actor per client slot and,
   when the run ends, kills them and shuts Ray down, so every run pays Ray's start
@@ -147,3 +150,13 @@ def run_in_process(server_app: Any, client_app: Any, num_supernodes: int,
         with _lock:  # a run that raised may have left actors mid-task
             _discard_actors()
         raise
+
+
+def simulated_partition_ids(grid: Any) -> dict[int, int]:
+    """Node id -> partition id of every node of the simulation behind ``grid``.
+
+    ``grid`` is the run's ``InMemoryGrid``: its ``state`` is the in-memory link state,
+    whose ``nodes`` dict is in registration order, and ``vce_api._register_nodes``
+    registers node ``i`` with partition id ``i`` (both checked in the tests).
+    """
+    return {node_id: position for position, node_id in enumerate(grid.state.nodes)}

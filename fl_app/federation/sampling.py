@@ -13,8 +13,9 @@ How it learns the partition ids:
   Simulation Engine registers node ``i`` of ``num_supernodes`` with ``partition-id = i``
   (``vce_api._register_nodes``, in that order), and the link state keeps its nodes in
   registration order, so a node's position there is its partition id
-  (:func:`simulated_partition_ids`; checked against the ClientApps' own node configs in
-  the tests). 10,000 nodes cost a dictionary walk instead of 10,000 ClientApp messages.
+  (:func:`fl_app.experiments.engine.simulated_partition_ids`, beside Flower's other
+  simulation internals; checked against the ClientApps' own node configs in the tests).
+  10,000 nodes cost a dictionary walk instead of 10,000 ClientApp messages.
 * real devices: one ``get_properties`` call per client, in parallel (each device's
   partition is its own node config; nothing on the server knows it).
 """
@@ -42,15 +43,6 @@ def is_simulated(proxy: ClientProxy) -> bool:
     return isinstance(getattr(proxy, "grid", None), InMemoryGrid)
 
 
-def simulated_partition_ids(proxy: ClientProxy) -> dict[int, int]:
-    """Node id -> partition id of every node of a simulation (registration order).
-
-    Reads the in-memory link state behind ``proxy``'s grid; see the module docstring.
-    """
-    state = proxy.grid.state  # InMemoryGrid: the run's InMemoryLinkState
-    return {node_id: position for position, node_id in enumerate(state.nodes)}
-
-
 class PartitionSampler(SimpleClientManager):
     """A client manager that samples partitions with a seeded generator."""
 
@@ -73,7 +65,9 @@ class PartitionSampler(SimpleClientManager):
             return
         simulated = [p for p in unknown if is_simulated(p)]
         if simulated:
-            ids = simulated_partition_ids(simulated[0])
+            from fl_app.experiments.engine import simulated_partition_ids
+
+            ids = simulated_partition_ids(simulated[0].grid)
             for proxy in simulated:
                 self.partition_of[proxy.cid] = ids[proxy.node_id]
             unknown = [p for p in unknown if p.cid not in self.partition_of]

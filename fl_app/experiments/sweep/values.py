@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import sys
+import tomllib
 from collections.abc import Sequence
 from typing import Any
 
 from fl_app.errors import ConfigError, ConfigErrors
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10 (tomli is a Flower dependency)
-    import tomli as tomllib
 
 
 def parse_value(text: str) -> Any:

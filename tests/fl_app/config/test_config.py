@@ -1,7 +1,7 @@
+import tomllib
 from pathlib import Path
 
 import pytest
-import tomllib
 
 from fl_app.config import KEYS, RunConfig, parse_run_config
 from fl_app.errors import ConfigError, ConfigErrors

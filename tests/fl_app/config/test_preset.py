@@ -1,11 +1,11 @@
 """The ``preset`` run-config key: resolved before validation, the same on server and clients."""
 
 import json
+import tomllib
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
-import tomllib
 
 from fl_app.config import DEFAULTS, apply_preset, parse_run_config, preset, with_overrides
 from fl_app.errors import ConfigError, ConfigErrors

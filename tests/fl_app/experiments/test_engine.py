@@ -7,6 +7,7 @@ import pytest
 import ray
 from flwr.server.superlink.fleet.vce import vce_api
 from flwr.server.superlink.fleet.vce.backend import raybackend
+from flwr.server.superlink.linkstate.in_memory_linkstate import InMemoryLinkState
 from flwr.simulation.ray_transport.ray_actor import BasicActorPool
 
 from fl_app.errors import ConfigErrors
@@ -35,6 +36,11 @@ def test_the_flower_internals_the_engine_relies_on_are_still_there():
     assert "RayBackend(backend_config)" in source
     for method in ("build", "terminate", "init_ray", "process_message"):
         assert callable(getattr(FlowerRayBackend, method))
+    # the sampler's partition ids (fl_app.federation.sampling): node i of the simulation
+    # is registered i-th with partition-id i, and the link state keeps registration order
+    register = inspect.getsource(vce_api._register_nodes)
+    assert "for i in range(num_nodes):" in register and "nodes_mapping[node_id] = i" in register
+    assert "self.nodes: dict[int, NodeInfo] = {}" in inspect.getsource(InMemoryLinkState)
     # what reusing a pool reads: its idle actors and how many it made
     pool_source = inspect.getsource(BasicActorPool)
     assert "self.pool: list" in pool_source and "self.num_actors" in pool_source
