@@ -251,7 +251,8 @@ DOCS: dict[str, Runs | CoveredBy] = {
                                                         exits_zero("(1000,) (1000,)")),
     # -- sweeps
     "--grid dp=true dp-noise-multiplier=0.5,1.0,2.0": Runs(
-        replace(("num-server-rounds=10", "num-server-rounds=1")),
+        replace(("num-server-rounds=10", "num-server-rounds=1"),  # and 2 clients, not 10
+                ("fraction-fit=0.2", "fraction-fit=0.04")),
         sweep_cells("fl-sweeps/dp-cifar", 4), 900),
     "--preset seed-krum-ipm --set data-dir=": Runs(
         # 24 runs of 50 rounds on 100 nodes: every cell is planned and validated here
@@ -308,7 +309,8 @@ DOCS: dict[str, Runs | CoveredBy] = {
                                       exits_zero("accuracy")),
     "benchmarks/bench_shared_prefix.py": Runs(append("--rounds 2 --start 2 --attacks ipm alie"),
                                               exits_zero("identical: True")),
-    "benchmarks/bench_round.py": Runs(append("--dataset digits --rounds 2"),
+    "benchmarks/bench_round.py": Runs(append("--dataset digits --rounds 2 --skip flower-2cpu "
+                                             "--skip plain-1thread"),
                                       bench_round_checks),
 }
 
