@@ -1,14 +1,18 @@
 """``fl-audit tradeoff``: the privacy-utility-robustness picture, as one sweep plus two audits.
 
 For each DP level (``record``, ``client``, ``central``) and noise multiplier, and once
-without DP, two federations are run with canaries in the clients' data
-(``audit-canaries``, :mod:`fl_app.audit.canaries`):
+without DP, federations are run with canaries in the clients' data (``audit-canaries``,
+:mod:`fl_app.audit.canaries`):
 
 * **clean**: FedAvg, no attack;
-* **attacked**: a robust rule (default the coordinate-wise median) against an attack
-  (default IPM, each attacker from its own update). ``central`` cannot aggregate with a
-  robust rule (refused at start: the server would see clean individual updates), so its
-  attacked run is FedAvg under the same attack: what central DP leaves to robustness.
+* **robust**: a robust rule (default the coordinate-wise median), no attack: what the
+  rule itself costs next to DP;
+* **attacked**: the robust rule against an attack (default IPM, each attacker from its
+  own update).
+
+``central`` cannot aggregate with a robust rule (refused at start: the server would see
+clean individual updates), so it has no *robust* run and its *attacked* run is FedAvg
+under the same attack: what central DP leaves to robustness.
 
 The runs are one :func:`fl_app.experiments.sweep.run_sweep` (resumable, ``--jobs``, its
 progress display). Each finished cell is then audited twice, without training anything
@@ -39,6 +43,7 @@ from fl_app.experiments.sweep.cells import cell_name, expand_grid
 from fl_app.runs import layout
 
 LEVELS = ("record", "client", "central")
+SCENARIOS = ("clean", "robust", "attacked")
 CSV_FILE = "tradeoff.csv"
 TABLE_FILE = "tradeoff.md"
 FIGURE_FILE = "tradeoff.png"
@@ -83,34 +88,38 @@ class TradeoffPlan:
     grids: list[dict[str, list[Any]]]
     num_supernodes: int
     num_members: int
-    scenario_of: dict[str, str] = field(default_factory=dict)  # cell name -> clean/attacked
+    scenario_of: dict[str, str] = field(default_factory=dict)  # cell name -> SCENARIOS
 
 
 def plan_tradeoff(setting: TradeoffSetting, *, levels: Sequence[str] = LEVELS,
                   noise_multipliers: Sequence[float] | None = None,
                   robust_rule: str = "median", attack: str = "ipm",
                   overrides: Mapping[str, Any] | None = None) -> TradeoffPlan:
-    """The grids: no DP and each level x sigma, clean and attacked (central: FedAvg)."""
+    """The grids: no DP and each level x sigma, clean, robust and attacked (see the module)."""
     sigmas = list(noise_multipliers or setting.noise_multipliers)
     base = {**setting.run_config, "audit-canaries": setting.num_canaries,
             "dp-delta": AUDIT_DELTA, **(overrides or {})}
-    clean = {"strategy": ["fedavg"], "attack": ["none"], "num-attackers": [0]}
+    none = {"attack": ["none"], "num-attackers": [0]}
+    clean = {"strategy": ["fedavg"], **none}
+    robust = {"strategy": [robust_rule], **none}
     attacked = {"attack": [attack], "num-attackers": [setting.num_attackers]}
-    robust = [level for level in levels if level != "central"]
-    grids: list[dict[str, list[Any]]] = [{"dp": [False], **clean},
+    robust_levels = [level for level in levels if level != "central"]
+    grids: list[dict[str, list[Any]]] = [{"dp": [False], **clean}, {"dp": [False], **robust},
                                          {"dp": [False], "strategy": [robust_rule], **attacked}]
     if levels:
         grids.append({"dp": [True], "dp-level": list(levels),
                       "dp-noise-multiplier": sigmas, **clean})
-    if robust:
-        grids.append({"dp": [True], "dp-level": robust, "dp-noise-multiplier": sigmas,
-                      "strategy": [robust_rule], **attacked})
+    if robust_levels:
+        dp = {"dp": [True], "dp-level": robust_levels, "dp-noise-multiplier": sigmas}
+        grids += [{**dp, **robust}, {**dp, "strategy": [robust_rule], **attacked}]
     if "central" in levels:
         grids.append({"dp": [True], "dp-level": ["central"], "dp-noise-multiplier": sigmas,
                       "strategy": ["fedavg"], **attacked})
     plan = TradeoffPlan(base, grids, setting.num_supernodes, setting.num_members)
     for cell in expand_grid(grids):
-        plan.scenario_of[cell_name(cell)] = "clean" if cell["attack"] == "none" else "attacked"
+        plan.scenario_of[cell_name(cell)] = (
+            "attacked" if cell["attack"] != "none"
+            else "clean" if cell["strategy"] == "fedavg" else "robust")
     return plan
 
 
@@ -188,8 +197,9 @@ def write_table(rows: Sequence[Mapping[str, Any]], out: Path) -> None:
     for r in rows:
         sigma = "–" if r["noise_multiplier"] is None else f"{r['noise_multiplier']:g}"
         eps = "none" if r["epsilon_accounted"] is None else f"{r['epsilon_accounted']:.3g}"
-        scenario = ("clean (fedavg)" if r["scenario"] == "clean" else
-                    f"{r['attack']} x {r['num_attackers']} vs {r['strategy']}")
+        scenario = ({"clean": "clean (fedavg)", "robust": f"{r['strategy']}, no attack"}
+                    .get(r["scenario"], f"{r['attack']} x {r['num_attackers']} vs "
+                                        f"{r['strategy']}"))
         lines.append(f"| {r['dp_level']} | {sigma} | {scenario} | {eps} | "
                      f"{r['epsilon_lower_bound']:.2f} | {r['mi_loss_auc']:.3f} | "
                      f"{r['final_test_accuracy']:.3f} |")
@@ -207,10 +217,10 @@ def draw_tradeoff(rows: Sequence[Mapping[str, Any]], path: Path) -> None:
                ("mi_loss_auc", "membership AUC (loss attack)"))
     colours = {"record": "tab:blue", "client": "tab:orange", "central": "tab:green",
                "none": "black"}
-    styles = {"clean": ("o", "-"), "attacked": ("x", "--")}
+    styles = {"clean": ("o", "-"), "robust": ("s", "-."), "attacked": ("x", "--")}
     accounted = [r["epsilon_accounted"] for r in rows if r["epsilon_accounted"] is not None]
     for ax, (key, label) in zip(panels, metrics, strict=True):
-        for (level, scenario), series in sorted(group_rows(rows).items()):
+        for (level, scenario), series in group_rows(rows).items():
             marker, line = styles[scenario]
             tag = f"{level}, {scenario}" if level != "none" else f"no DP, {scenario}"
             if level == "none":  # no epsilon: a horizontal line at its value
@@ -239,9 +249,11 @@ def draw_tradeoff(rows: Sequence[Mapping[str, Any]], path: Path) -> None:
 
 def group_rows(rows: Sequence[Mapping[str, Any]]
                ) -> dict[tuple[str, str], list[Mapping[str, Any]]]:
-    """Rows by (level, scenario), each sorted by accounted epsilon."""
+    """Rows by (level, scenario), each sorted by accounted epsilon; levels, then scenarios."""
     groups: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
-    for r in rows:
+    order = {name: i for i, name in enumerate(("none", *LEVELS))}
+    for r in sorted(rows, key=lambda r: (order[r["dp_level"]],
+                                         SCENARIOS.index(r["scenario"]))):
         groups.setdefault((r["dp_level"], r["scenario"]), []).append(r)
     for series in groups.values():
         series.sort(key=lambda r: math.inf if r["epsilon_accounted"] is None

@@ -18,20 +18,27 @@ from fl_app.privacy.levels import DP_LEVELS
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
-def test_the_plan_runs_every_level_and_sigma_clean_and_attacked_and_central_with_fedavg():
+def test_the_plan_runs_every_level_and_sigma_clean_robust_and_attacked_central_with_fedavg():
     sigmas = (0.5, 2.0)
     plan = plan_tradeoff(SETTINGS["digits"], noise_multipliers=sigmas, robust_rule="krum",
                          attack="alie")
     cells = [dict(kv.split("=", 1) for kv in name.split(",")) for name in plan.scenario_of]
-    assert len(cells) == 2 + 2 * len(DP_LEVELS) * len(sigmas)  # no DP, and each level x sigma
+    # no DP: 3 scenarios; record and client: 3 each per sigma; central: clean and attacked
+    assert len(cells) == 3 + (3 + 3 + 2) * len(sigmas)
     for level in ("none", "record", "client", "central"):
-        for scenario in ("clean", "attacked"):
+        for scenario in ("clean", "robust", "attacked"):
             mine = [c for c in cells if c.get("dp-level", "none") == level
-                    and (c["attack"] == "none") == (scenario == "clean")]
-            assert len(mine) == (1 if level == "none" else len(sigmas)), (level, scenario)
+                    and plan.scenario_of[",".join(f"{k}={v}" for k, v in c.items())]
+                    == scenario]
+            expected = 0 if (level, scenario) == ("central", "robust") else (
+                1 if level == "none" else len(sigmas))
+            assert len(mine) == expected, (level, scenario)
             for c in mine:
                 if scenario == "clean":
-                    assert (c["strategy"], c["num-attackers"]) == ("fedavg", "0")
+                    assert (c["strategy"], c["attack"], c["num-attackers"]) == (
+                        "fedavg", "none", "0")
+                elif scenario == "robust":
+                    assert (c["strategy"], c["attack"]) == ("krum", "none")
                 else:  # central DP cannot run a robust rule: FedAvg under the same attack
                     assert c["attack"] == "alie" and c["num-attackers"] == "2"
                     assert c["strategy"] == ("fedavg" if level == "central" else "krum")
@@ -74,7 +81,7 @@ def test_fl_audit_tradeoff_writes_the_table_and_figure_and_the_bound_respects_dp
     assert "| DP level |" in printed and str(out) in printed
     with open(out / "tradeoff.csv") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 6  # no DP, record, central; each clean and attacked
+    assert len(rows) == 8  # no DP and record: clean, robust, attacked; central: two
     assert json.loads((out / "audit.json").read_text())["rows"][0]["cell"] == rows[0]["cell"]
     assert (out / "tradeoff.png").stat().st_size > 10_000
     assert len((out / "tradeoff.md").read_text().splitlines()) == 2 + len(rows)
