@@ -237,10 +237,13 @@ DOCS: dict[str, Runs | CoveredBy] = {
     # -- usage
     "num-byzantine=2 attack='ipm' num-attackers=2": Runs(
         flwr_rounds("num-server-rounds=1"), runs_finished()),
+    "flwr federation simulation-config @none/default": Runs(
+        flwr_rounds("num-server-rounds=1"),  # 10 nodes, as every other block sets them
+        exits_zero("Updated simulation configuration", "[fl_app] 10 simulated nodes")),
     "run-name='check-me'": Runs(flwr_rounds("num-server-rounds=1"),
                                 exits_zero("Run ID", "finished \n")),  # flwr ls, then python
     "dataset='cifar10' data-dir='/path/to/cifar10-jpeg'": Runs(
-        flwr_rounds("num-server-rounds=1"), runs_finished()),
+        flwr_rounds("num-server-rounds=1 fraction-fit=0.05"), runs_finished()),  # 5 clients
     '"strategy": "krum", "num-byzantine": 1': Runs(
         replace(('"num-server-rounds": 10', '"num-server-rounds": 1')), runs_finished()),
     "preset='seed-krum-ipm' num-attackers=5": Runs(
@@ -270,6 +273,13 @@ DOCS: dict[str, Runs | CoveredBy] = {
                 ("local-epochs=10", "local-epochs=1"),
                 ("--batch-sizes 1 2", "--batch-sizes 1 --steps 50 --restarts 1")),
         exits_zero("epsilon >=", "PSNR")),
+    "fl-audit tradeoff --jobs 2 --out ~/fl-audits/tradeoff-digits": Runs(
+        replace(("--jobs 2 --out ~/fl-audits/tradeoff-digits",
+                 "--set num-server-rounds=1 local-epochs=1 --levels record --noise-multipliers 1 "
+                 "--out ~/fl-audits/tradeoff-digits"),
+                ("--jobs 2 --out ~/fl-audits/tradeoff-cifar",  # 19 runs: planned, validated
+                 "--dry-run --out ~/fl-audits/tradeoff-cifar")),
+        exits_zero("| DP level |", "cell 19/19")),
     # -- crash and resume
     "run-name='exp1' resume=true": Runs(flwr_rounds("num-server-rounds=1"), resume_checks),
     # -- real devices

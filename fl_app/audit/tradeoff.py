@@ -235,6 +235,7 @@ def draw_tradeoff(rows: Sequence[Mapping[str, Any]], path: Path) -> None:
             (diagonal,) = ax.plot([min(accounted), top], [min(accounted), top], color="grey",
                                   lw=0.8, ls=":", label="bound = accounted")
             ax.legend(handles=[diagonal], fontsize=7)
+            ax.set_yscale("symlog", linthresh=0.5)  # bounds of 0 and near the diagonal alike
         if key == "mi_loss_auc":
             ax.axhline(0.5, color="grey", lw=0.8, ls=":")
         ax.set_xlabel("accounted epsilon (max over the canary holders)")
