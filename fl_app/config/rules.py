@@ -59,6 +59,8 @@ RULES: dict[str, Callable[[Any], str | None]] = {
     "model": one_of(("auto", *sorted(MODELS))),
     "partitioning": one_of(PARTITIONINGS),
     "dirichlet-alpha": lambda v: None if v > 0 else "a number > 0",
+    "partition-classes": at_least(1),
+    "partition-shards": at_least(1),
     "local-epochs": at_least(1),
     "batch-size": at_least(1),
     "learning-rate": positive_finite,

@@ -71,6 +71,8 @@ class RunConfig:
     model: str = "auto"
     partitioning: str = "iid"
     dirichlet_alpha: float = 0.5
+    partition_classes: int = 2
+    partition_shards: int = 2
     local_epochs: int = TrainSettings.local_epochs
     batch_size: int = TrainSettings.batch_size
     learning_rate: float = TrainSettings.learning_rate
@@ -111,7 +113,8 @@ class RunConfig:
     def data(self) -> DataConfig:
         """The part of the config that decides which examples a partition holds."""
         return DataConfig(self.dataset, self.data_dir, self.partitioning,
-                          float(self.dirichlet_alpha), self.seed)
+                          float(self.dirichlet_alpha), self.seed, self.partition_classes,
+                          self.partition_shards)
 
     @property
     def model_name(self) -> str:

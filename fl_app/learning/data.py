@@ -74,7 +74,7 @@ DATASETS: dict[str, DatasetSpec] = {
     "fashion-mnist": DatasetSpec((1, 28, 28), 10, (0.2860,), (0.3530,), "mnist-cnn",
                                  "zalando-datasets/fashion_mnist"),
 }
-PARTITIONINGS = ("iid", "dirichlet")
+PARTITIONINGS = ("iid", "dirichlet", "pathological", "shard", "inner-dirichlet")
 
 
 @dataclass(frozen=True)
@@ -86,6 +86,8 @@ class DataConfig:
     partitioning: str = "iid"
     dirichlet_alpha: float = 0.5
     seed: int = 0
+    partition_classes: int = 2  # pathological: the classes each client holds
+    partition_shards: int = 2  # shard: the label-sorted shards each client holds
 
 
 def get_dataset_spec(name: str) -> DatasetSpec:
@@ -202,10 +204,41 @@ def _catalogue(dataset: str, data_dir: str, split: str) -> _Catalogue:
 
 
 def _make_partitioner(cfg: DataConfig, num_partitions: int) -> Partitioner:
-    from flwr_datasets.partitioner import DirichletPartitioner, IidPartitioner
+    """flwr-datasets' partitioner for ``cfg.partitioning`` (all seeded by the run's seed).
+
+    * ``iid``: even shards of the shuffled split;
+    * ``dirichlet``: each client's size and label mix from ``Dir(dirichlet-alpha)`` over
+      clients per class (Hsu et al. 2019), every client at least one example;
+    * ``pathological``: each client holds ``partition-classes`` classes, its share of each
+      (McMahan et al. 2017's "pathological non-IID");
+    * ``shard``: the split sorted by label and cut into shards, ``partition-shards`` shards
+      per client (McMahan et al. 2017's 2 shards of 300 MNIST digits each);
+    * ``inner-dirichlet``: equal client sizes, each client's label mix drawn from
+      ``Dir(dirichlet-alpha)`` over classes.
+    """
+    from flwr_datasets.partitioner import (
+        DirichletPartitioner,
+        IidPartitioner,
+        InnerDirichletPartitioner,
+        PathologicalPartitioner,
+        ShardPartitioner,
+    )
 
     if cfg.partitioning == "iid":
         return IidPartitioner(num_partitions=num_partitions)
+    if cfg.partitioning == "pathological":
+        return PathologicalPartitioner(num_partitions=num_partitions, partition_by="label",
+                                       num_classes_per_partition=cfg.partition_classes,
+                                       seed=cfg.seed)
+    if cfg.partitioning == "shard":
+        return ShardPartitioner(num_partitions=num_partitions, partition_by="label",
+                                num_shards_per_partition=cfg.partition_shards, seed=cfg.seed)
+    if cfg.partitioning == "inner-dirichlet":
+        num_examples = len(_catalogue(cfg.dataset, cfg.data_dir, "train").labels)
+        sizes = [num_examples // num_partitions + (p < num_examples % num_partitions)
+                 for p in range(num_partitions)]
+        return InnerDirichletPartitioner(partition_sizes=sizes, partition_by="label",
+                                         alpha=cfg.dirichlet_alpha, seed=cfg.seed)
     # min_partition_size=1: every client gets data, even at 1,000 partitions of digits.
     return DirichletPartitioner(num_partitions=num_partitions, partition_by="label",
                                 alpha=cfg.dirichlet_alpha, min_partition_size=1,

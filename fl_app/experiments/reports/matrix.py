@@ -39,9 +39,14 @@ def heterogeneity(config: dict) -> str:
     >>> heterogeneity({"partitioning": "dirichlet", "dirichlet-alpha": 0.1})
     'dirichlet-0.1'
     """
-    if config.get("partitioning") == "dirichlet":
-        return f"dirichlet-{config.get('dirichlet-alpha')}"
-    return str(config.get("partitioning", "iid"))
+    partitioning = config.get("partitioning", "iid")
+    if partitioning in ("dirichlet", "inner-dirichlet"):
+        return f"{partitioning}-{config.get('dirichlet-alpha')}"
+    if partitioning == "pathological":
+        return f"pathological-{config.get('partition-classes', 2)}"
+    if partitioning == "shard":
+        return f"shard-{config.get('partition-shards', 2)}"
+    return str(partitioning)
 
 
 def is_matrix(cells: Sequence[CellResult]) -> bool:

@@ -31,7 +31,8 @@ def test_pyproject_defaults_parse():
 @pytest.mark.parametrize("key, value, fragment", [
     ("dataset", "imagenet", "'cifar10', 'digits', 'fashion-mnist', 'mnist'"),
     ("model", "resnet", "'auto', 'cifar-cnn', 'digits-cnn', 'mnist-cnn'"),
-    ("partitioning", "pathological", "['iid', 'dirichlet']"),
+    ("partitioning", "natural", "['iid', 'dirichlet', 'pathological', 'shard', "
+                         "'inner-dirichlet']"),
     ("strategy", "dnc", "'fedavg', 'geometric-median', 'krum'"),
     ("attack", "trojan", "'ipm'"),
     ("attack-knowledge", "telepathy", "['own', 'colluders', 'omniscient']"),

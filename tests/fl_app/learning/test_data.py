@@ -3,7 +3,13 @@ import pytest
 import torch
 
 from fl_app.errors import ConfigError, DataUnavailableError
-from fl_app.learning.data import DataConfig, load_partition, load_test_set, partition_indices
+from fl_app.learning.data import (
+    DataConfig,
+    load_partition,
+    load_rows,
+    load_test_set,
+    partition_indices,
+)
 
 
 def label_skew(cfg: DataConfig, num_partitions: int) -> float:
@@ -90,3 +96,29 @@ def test_decoded_partitions_are_shared_through_the_disk_cache(cifar_dir, tmp_pat
     monkeypatch.setenv("FL_APP_CACHE_DIR", "off")
     fresh, _ = load_partition.__wrapped__(cfg, 1, 200)
     assert torch.equal(x, fresh)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize(("partitioning", "extra"), [
+    ("pathological", {"partition-classes": 3}), ("shard", {"partition-shards": 2}),
+    ("inner-dirichlet", {"dirichlet-alpha": 0.3})])
+def test_flwr_datasets_label_skew_partitioners_keep_their_definitions(partitioning, extra):
+    from fl_app.config import parse_run_config
+    from fl_app.learning.data import split_size
+
+    cfg = parse_run_config({"partitioning": partitioning, **extra}).data
+    parts = partition_indices(cfg, 10)
+    rows = np.concatenate(parts)
+    assert len(rows) == len(np.unique(rows))  # disjoint
+    labels = np.asarray(load_rows(cfg, "train", np.arange(split_size(cfg)))[1])
+    classes = [len(set(labels[p])) for p in parts]
+    sizes = [len(p) for p in parts]
+    if partitioning == "pathological":  # exactly k classes each
+        assert classes == [3] * 10
+    elif partitioning == "shard":  # 2 label-sorted shards each: equal sizes, few classes
+        assert len(set(sizes)) == 1 and max(classes) <= 4
+    else:  # equal sizes (+-1), every row used, label mixes skewed
+        assert max(sizes) - min(sizes) <= 1 and len(rows) == split_size(cfg)
+        assert min(classes) < 10
+    again = partition_indices(parse_run_config({"partitioning": partitioning, **extra}).data, 10)
+    assert all(np.array_equal(a, b) for a, b in zip(parts, again, strict=True))
