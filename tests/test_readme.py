@@ -280,6 +280,11 @@ DOCS: dict[str, Runs | CoveredBy] = {
                 ("--jobs 2 --out ~/fl-audits/tradeoff-cifar",  # 19 runs: planned, validated
                  "--dry-run --out ~/fl-audits/tradeoff-cifar")),
         exits_zero("| DP level |", "cell 19/19")),
+    "fl-sweep --set tracker=mlflow": Runs(
+        # the sweep; the extra is in the test environment already (.[dev] has both stores)
+        lambda text: "\n".join(c.replace("num-server-rounds=5", "num-server-rounds=1")
+                               for c in commands(text) if c.startswith("fl-sweep")) + "\n",
+        sweep_cells("fl-sweeps/tracked", 2)),
     # -- crash and resume
     "run-name='exp1' resume=true": Runs(flwr_rounds("num-server-rounds=1"), resume_checks),
     # -- real devices

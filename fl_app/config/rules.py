@@ -18,6 +18,7 @@ from fl_app.learning.data import DATASETS, PARTITIONINGS
 from fl_app.learning.models import MODELS
 from fl_app.privacy.levels import DP_LEVELS
 from fl_app.privacy.randomness import NOISE_SOURCES
+from fl_app.runs.trackers import TRACKERS
 from strategies.params import at_least, non_negative_finite, one_of, positive_finite
 from strategies.registry import strategy_names
 
@@ -72,6 +73,7 @@ RULES: dict[str, Callable[[Any], str | None]] = {
     "server-learning-rate": positive_finite,
     "server-momentum": lambda v: None if 0.0 <= v < 1.0 else "a number in [0, 1)",
     "accept-failures": lambda v: None if v >= -1 else "an integer >= 0, or -1 for any number",
+    "tracker": one_of(tuple(TRACKERS)),
     "max-failed-rounds": lambda v: None if v >= 0 else "an integer >= 1, or 0 never to stop",
     "max-update-norm": lambda v: None if v >= 0 else "a number > 0, or 0 for no limit",
     "attack": one_of(attack_names()),

@@ -85,6 +85,9 @@ class RunConfig:
     server_momentum: float = 0.0
     accept_failures: int = -1
     max_failed_rounds: int = 2
+    tracker: str = "none"
+    tracker_dir: str = ""  # '': the run folder
+    tracker_experiment: str = ""  # '': the run's name
     max_update_norm: float = 1e6
     attack: str = "none"
     num_attackers: int = 0

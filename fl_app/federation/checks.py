@@ -32,6 +32,7 @@ from fl_app.privacy.randomness import (
     secure_generator,
 )
 from fl_app.runs.recorder import RunRecorder
+from fl_app.runs.trackers import check_tracker
 from strategies.errors import RuleParameterError
 from strategies.registry import make_strategy
 
@@ -139,6 +140,10 @@ def federation_errors(cfg: RunConfig, num_nodes: int, simulated: bool) -> list[C
         except ValueError as exc:
             errors.append(ConfigError("audit-exclude-members", cfg.audit_exclude_members,
                                       "at most the training split's size", str(exc)))
+    try:  # the tracker runs in the ServerApp: its package must be here
+        check_tracker(cfg.tracker)
+    except ConfigError as exc:
+        errors.append(exc)
     partitions = partitioning_errors(cfg, num_nodes) if simulated else []
     if cfg.dp:
         try:

@@ -123,6 +123,7 @@ class RunRecorder:
         # Partition -> the DP accountant it reported last (see fl_app.runs.checkpoint)
         self.dp_accountants: dict[str, str] = {}
         self._fit: Any = None  # the last strategies.fedavg.FitRoundReport
+        self.tracker: Any = None  # fl_app.runs.trackers, opened with the first row
         self._started = time.time()
         self._last = self._started
         self.write_summary(status="running")
@@ -180,9 +181,31 @@ class RunRecorder:
         row.update(self._fit_columns(fit))
         self.rounds.append(row)
         self._save_tensors(weights)
+        self._track(row)
         self._flush()
         if self.on_round is not None:
             self.on_round(row)
+
+    def _track(self, row: dict[str, Any]) -> None:
+        """Hand the row (and the round's client rows) to the run's tracker, if any."""
+        if self.cfg.tracker == "none":
+            return
+        if self.tracker is None:
+            from fl_app.runs.trackers import open_tracker
+
+            log_dir = Path(self.cfg.tracker_dir).expanduser() if self.cfg.tracker_dir \
+                else self.run_dir
+            self.tracker = open_tracker(self.cfg.tracker, self.cfg.as_dict(), log_dir,
+                                        self.cfg.tracker_experiment or self.run_dir.name,
+                                        self.run_dir.name)
+        self.tracker.log_round(row, [c for c in self.clients if c["round"] == row["round"]])
+        if row["round"] >= self.cfg.num_server_rounds:
+            self._close_tracker("finished")
+
+    def _close_tracker(self, status: str) -> None:
+        if self.tracker is not None:
+            tracker, self.tracker = self.tracker, None
+            tracker.close(status)
 
     def _fit_columns(self, fit: Any) -> dict[str, Any]:
         if fit is None:
@@ -267,6 +290,10 @@ class RunRecorder:
         status = "failed" if isinstance(error, Exception) else "interrupted"
         self.extra["error"] = f"{type(error).__name__}: {error}"
         self.write_summary(status=status)
+        try:
+            self._close_tracker(status)
+        except Exception as exc:  # the run's own error is the one to report
+            print(f"[fl_app] could not close the tracker: {exc}", flush=True)
         print(f"[fl_app] run {status.upper()}: {self.extra['error']}; results so far in "
               f"{self.run_dir}", flush=True)
 

@@ -178,7 +178,8 @@ def run_sweep(out: str | Path, grid: Grid | Sequence[Grid] | None = None,
     out = Path(out).expanduser().resolve()
     grids = [] if grid is None else [grid] if isinstance(grid, Mapping) else list(grid)
     overrides, preset = sweep_preset(overrides or {}, preset, grids)
-    base = {**(load_preset(preset, "--preset") if preset else {}), **overrides}
+    base = with_sweep_tracking({**(load_preset(preset, "--preset") if preset else {}),
+                                **overrides}, grids, out)
     cells = prepare_cells(out, base, grids, overrides, num_supernodes)
     share = cores_per_job(jobs, DEFAULT_CLIENT_CPUS if num_cpus_per_client is None
                           else num_cpus_per_client)  # a bad --jobs fails before anything runs
@@ -203,6 +204,20 @@ def run_sweep(out: str | Path, grid: Grid | Sequence[Grid] | None = None,
                               verbose=verbose, share_prefix=share_prefix)
     result.reports = reports.write_reports(out)
     return result
+
+
+def with_sweep_tracking(base: dict[str, Any], grids: Sequence[Grid], out: Path
+                        ) -> dict[str, Any]:
+    """A sweep's cells share one tracker store and experiment (unless the user set them).
+
+    With a ``tracker`` set (in the base or a grid), ``tracker-dir`` defaults to
+    ``<out>/tracking`` (one MLflow database, one TensorBoard parent folder with a
+    sub-folder per cell) and ``tracker-experiment`` to the sweep folder's name.
+    """
+    trackers = {base.get("tracker", "none")} | {v for g in grids for v in g.get("tracker", [])}
+    if trackers == {"none"}:
+        return base
+    return {"tracker-dir": str(out / "tracking"), "tracker-experiment": out.name, **base}
 
 
 class ReportRefresh:
