@@ -15,7 +15,9 @@ clean individual updates), so it has no *robust* run and its *attacked* run is F
 under the same attack: what central DP leaves to robustness.
 
 The runs are one :func:`fl_app.experiments.sweep.run_sweep` (resumable, ``--jobs``, its
-progress display). Each finished cell is then audited twice, without training anything
+progress display). Each finished cell, and each that stalled (its clients' updates all
+rejected, e.g. NaN from diverged training: it stops with ``RunStalledError`` and is a
+result, ``status`` says so), is then audited twice, without training anything
 more: the one-run canary audit (:func:`fl_app.audit.canary_audit.audit_run`: the epsilon
 lower bound at 95%) and the loss membership attack (Yeom et al. 2018) on ordinary
 training examples against test examples that are not canaries
@@ -48,6 +50,7 @@ CSV_FILE = "tradeoff.csv"
 TABLE_FILE = "tradeoff.md"
 FIGURE_FILE = "tradeoff.png"
 AUDIT_FILE = "audit.json"
+STALLED = "RunStalledError"  # fl_app.federation.progress: the run stopped, no progress
 AUDIT_DELTA = 1e-5  # every level's delta: the one-run bound adds 2 m delta to its p-value
 
 
@@ -143,16 +146,18 @@ def run_tradeoff(plan: TradeoffPlan, out: str | Path, *, jobs: int = 1,
     if dry_run:
         return []
     rows = []
+    # A run that stalled (its clients' updates all rejected, e.g. NaN from diverged
+    # training) is a result: audited at the model it stopped with. Other failures are not.
+    failed = {k: v for k, v in result.failed.items() if STALLED not in v}
     for name, scenario in plan.scenario_of.items():
-        if name in result.failed:
+        if name in failed:
             continue
         progress(f"auditing {name}")
         rows.append(audit_cell(out / name, scenario, plan.num_members))
     write_table(rows, out)
     draw_tradeoff(rows, out / FIGURE_FILE)
-    if result.failed:
-        raise FLAppError("cells failed: " + "; ".join(f"{k}: {v}" for k, v in
-                                                      result.failed.items()))
+    if failed:
+        raise FLAppError("cells failed: " + "; ".join(f"{k}: {v}" for k, v in failed.items()))
     return rows
 
 
@@ -166,22 +171,25 @@ def audit_cell(run_dir: Path, scenario: str, num_members: int) -> dict[str, Any]
                               progress=lambda line: None)
     summary = layout.read_summary(run_dir)
     loss = member["attacks"]["loss"]
+    final = summary["final"]
+    status = summary["status"] if summary["status"] != "failed" else (
+        f"stalled after round {final['rounds_completed']}")
     return {"cell": run_dir.name, "dp_level": cfg.dp_level if cfg.dp else "none",
             "noise_multiplier": cfg.dp_noise_multiplier if cfg.dp else None,
             "scenario": scenario, "strategy": cfg.strategy, "attack": cfg.attack,
             "num_attackers": cfg.num_attackers,
-            "final_test_accuracy": summary["final"]["final_test_accuracy"],
+            "final_test_accuracy": final["final_test_accuracy"],
             "epsilon_accounted": canary["epsilon_accounted"], "delta": canary["delta"],
             "epsilon_lower_bound": canary["epsilon_lower_bound"],
             "canary_guesses": canary["guesses"], "canary_correct": canary["correct"],
             "mi_loss_auc": loss["auc"], "mi_loss_tpr_at_1pct_fpr": loss["tpr_at_1pct_fpr"],
-            "seconds": summary["seconds"]}
+            "seconds": summary["seconds"], "status": status}
 
 
 COLUMNS = ("cell", "dp_level", "noise_multiplier", "scenario", "strategy", "attack",
            "num_attackers", "final_test_accuracy", "epsilon_accounted", "delta",
            "epsilon_lower_bound", "canary_guesses", "canary_correct", "mi_loss_auc",
-           "mi_loss_tpr_at_1pct_fpr", "seconds")
+           "mi_loss_tpr_at_1pct_fpr", "seconds", "status")
 
 
 def write_table(rows: Sequence[Mapping[str, Any]], out: Path) -> None:
@@ -200,9 +208,10 @@ def write_table(rows: Sequence[Mapping[str, Any]], out: Path) -> None:
         scenario = ({"clean": "clean (fedavg)", "robust": f"{r['strategy']}, no attack"}
                     .get(r["scenario"], f"{r['attack']} x {r['num_attackers']} vs "
                                         f"{r['strategy']}"))
+        stalled = "" if r["status"] == "finished" else f" ({r['status']})"
         lines.append(f"| {r['dp_level']} | {sigma} | {scenario} | {eps} | "
                      f"{r['epsilon_lower_bound']:.2f} | {r['mi_loss_auc']:.3f} | "
-                     f"{r['final_test_accuracy']:.3f} |")
+                     f"{r['final_test_accuracy']:.3f}{stalled} |")
     (out / TABLE_FILE).write_text("\n".join(lines) + "\n")
 
 

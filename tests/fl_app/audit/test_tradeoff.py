@@ -101,3 +101,29 @@ def test_fl_audit_tradeoff_writes_the_table_and_figure_and_the_bound_respects_dp
             assert row["strategy"] == "fedavg" and row["attack"] == "ipm"
         member = json.loads((run_dir / "audit-membership" / "audit.json").read_text())
         assert member["members"] == member["non_members"] == 150 and member["shadows"] == 0
+
+
+def test_a_stalled_cell_is_a_result_and_any_other_failure_stops_the_command(tmp_path,
+                                                                          monkeypatch):
+    from types import SimpleNamespace
+
+    from fl_app.audit import tradeoff
+    from fl_app.errors import FLAppError
+
+    plan = plan_tradeoff(SETTINGS["digits"], levels=(), noise_multipliers=(1.0,))
+    names = list(plan.scenario_of)
+    audited = []
+    monkeypatch.setattr(tradeoff, "audit_cell", lambda run_dir, scenario, members: (
+        audited.append(run_dir.name) or {"cell": run_dir.name}))
+    monkeypatch.setattr(tradeoff, "write_table", lambda rows, out: None)
+    monkeypatch.setattr(tradeoff, "draw_tradeoff", lambda rows, path: None)
+
+    def sweep(failed):
+        return lambda *args, **kwargs: SimpleNamespace(failed=failed)
+
+    tradeoff.run_tradeoff(plan, tmp_path, sweep=sweep({names[0]: "RunStalledError: ..."}))
+    assert audited == names  # the stalled cell too
+    audited.clear()
+    with pytest.raises(FLAppError, match="ValueError"):
+        tradeoff.run_tradeoff(plan, tmp_path, sweep=sweep({names[1]: "ValueError: bad"}))
+    assert audited == [names[0], names[2]]
