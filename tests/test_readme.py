@@ -320,8 +320,10 @@ DOCS: dict[str, Runs | CoveredBy] = {
                                                  exits_zero("hooks/os")),
     "benchmarks/bench_rules.py": Runs(append("--n 25 --d 20000 --f 5 --repeats 1 --skip-slow"),
                                       exits_zero("geometric-median")),
-    "benchmarks/bench_scale.py": Runs(append("--nodes 10 --clients 5 --rounds 2"),
-                                      exits_zero("accuracy")),
+    "benchmarks/bench_scale.py": Runs(  # on CIFAR-10 100 nodes, so 500 images each
+        each_command(lambda c: f"{with_cifar(c)} --nodes {100 if 'cifar10' in c else 10} "
+                               "--clients 5 --rounds 2"),
+        exits_zero("accuracy")),
     "benchmarks/bench_shared_prefix.py": Runs(append("--rounds 2 --start 2 --attacks ipm alie"),
                                               exits_zero("identical: True")),
     "benchmarks/bench_round.py": Runs(append("--dataset digits --rounds 2 --skip flower-2cpu "
