@@ -232,7 +232,7 @@ DOCS: dict[str, Runs | CoveredBy] = {
         # the set-up half is what .ci/run does in a fresh venv; run the job itself
         lambda text: flwr_rounds("num-server-rounds=1")(text.split("&& ")[-1]),
         runs_finished()),
-    '.venv/bin/pip install -q -e ".[dev]"': CoveredBy(
+    '.venv/bin/pip install -q --no-compile -e ".[dev]"': CoveredBy(
         (".ci/run",), "the test command: .ci/run runs exactly it, and this suite is it"),
     # -- usage
     "num-byzantine=2 attack='ipm' num-attackers=2": Runs(
@@ -275,7 +275,7 @@ DOCS: dict[str, Runs | CoveredBy] = {
         exits_zero("epsilon >=", "PSNR")),
     "fl-audit tradeoff --jobs 2 --out ~/fl-audits/tradeoff-digits": Runs(
         replace(("--jobs 2 --out ~/fl-audits/tradeoff-digits",
-                 "--set num-server-rounds=1 local-epochs=1 --levels record --noise-multipliers 1 "
+                 "--set num-server-rounds=1 local-epochs=1 --levels central --noise-multipliers 1 "
                  "--out ~/fl-audits/tradeoff-digits"),
                 ("--jobs 2 --out ~/fl-audits/tradeoff-cifar",  # 19 runs: planned, validated
                  "--dry-run --out ~/fl-audits/tradeoff-cifar")),

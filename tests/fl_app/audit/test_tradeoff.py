@@ -74,14 +74,14 @@ def test_fl_audit_tradeoff_writes_the_table_and_figure_and_the_bound_respects_dp
                                                                                  capsys):
     out = tmp_path / "picture"
     code = main(["tradeoff", "--set", "num-server-rounds=1", "local-epochs=1",
-                 "--levels", "record", "central", "--noise-multipliers", "1.0",
+                 "--levels", "record", "--noise-multipliers", "1.0",
                  "--out", str(out)])
     assert code == 0
     printed = capsys.readouterr().out
     assert "| DP level |" in printed and str(out) in printed
     with open(out / "tradeoff.csv") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 8  # no DP and record: clean, robust, attacked; central: two
+    assert len(rows) == 6  # no DP and record: clean, robust, attacked
     assert json.loads((out / "audit.json").read_text())["rows"][0]["cell"] == rows[0]["cell"]
     assert (out / "tradeoff.png").stat().st_size > 10_000
     assert len((out / "tradeoff.md").read_text().splitlines()) == 2 + len(rows)
@@ -97,8 +97,8 @@ def test_fl_audit_tradeoff_writes_the_table_and_figure_and_the_bound_respects_dp
         else:  # the audit is a lower bound of a correct accounting
             assert float(row["epsilon_lower_bound"]) <= float(row["epsilon_accounted"])
             assert audit["delta"] == 1e-5
-        if row["dp_level"] == "central" and row["scenario"] == "attacked":
-            assert row["strategy"] == "fedavg" and row["attack"] == "ipm"
+        if row["scenario"] == "attacked":
+            assert row["strategy"] == "median" and row["attack"] == "ipm"
         member = json.loads((run_dir / "audit-membership" / "audit.json").read_text())
         assert member["members"] == member["non_members"] == 150 and member["shadows"] == 0
 
