@@ -232,7 +232,7 @@ DOCS: dict[str, Runs | CoveredBy] = {
         # the set-up half is what .ci/run does in a fresh venv; run the job itself
         lambda text: flwr_rounds("num-server-rounds=1")(text.split("&& ")[-1]),
         runs_finished()),
-    '.venv/bin/pip install -q --no-compile -e ".[dev]"': CoveredBy(
+    '.venv/bin/pip install -q -e ".[dev]"': CoveredBy(
         (".ci/run",), "the test command: .ci/run runs exactly it, and this suite is it"),
     # -- usage
     "num-byzantine=2 attack='ipm' num-attackers=2": Runs(
