@@ -35,11 +35,14 @@ AUDIT_FILE = "audit.json"
 FIGURE_FILE = "reconstructions.png"
 
 
+def run_config_of(summary: dict[str, Any]) -> Any:
+    """The RunConfig a run's ``summary.json`` recorded (without ``resume``)."""
+    return parse_run_config({k: v for k, v in summary["config"].items() if k != "resume"})
+
+
 def load_final_model(run_dir: Path) -> tuple[Any, torch.nn.Module]:
     """The run's config and its final global model (``model.pt``)."""
-    summary = layout.read_summary(run_dir)
-    cfg = parse_run_config({k: v for k, v in summary["config"].items()
-                            if k not in ("resume",)})
+    cfg = run_config_of(layout.read_summary(run_dir))
     model = build_run_model(cfg)
     weights = torch.load(run_dir / layout.MODEL, weights_only=True)
     set_weights(model, [w.numpy() for w in weights])

@@ -40,7 +40,7 @@ from typing import Any
 from fl_app.audit.canaries import run_canaries
 from fl_app.audit.canary_audit import audit_run
 from fl_app.audit.membership_audit import membership_audit
-from fl_app.audit.reconstruction_audit import load_final_model
+from fl_app.audit.reconstruction_audit import run_config_of
 from fl_app.experiments.sweep.cells import cell_name, expand_grid
 from fl_app.runs import layout
 
@@ -164,12 +164,12 @@ def run_tradeoff(plan: TradeoffPlan, out: str | Path, *, jobs: int = 1,
 def audit_cell(run_dir: Path, scenario: str, num_members: int) -> dict[str, Any]:
     """One row: a finished cell's accuracy, accounted epsilon, audit bound and MI AUC."""
     canary = audit_run(run_dir, run_dir / "audit-canaries")
-    cfg, _ = load_final_model(run_dir)
-    plan = run_canaries(cfg, int(layout.read_summary(run_dir)["num_nodes"]))
+    summary = layout.read_summary(run_dir)
+    cfg = run_config_of(summary)  # the config alone: the audits load the model themselves
+    plan = run_canaries(cfg, int(summary["num_nodes"]))
     member = membership_audit(run_dir, run_dir / "audit-membership", num_members=num_members,
                               num_shadows=0, exclude_test_rows=plan.rows,
                               progress=lambda line: None)
-    summary = layout.read_summary(run_dir)
     loss = member["attacks"]["loss"]
     final = summary["final"]
     status = summary["status"] if summary["status"] != "failed" else (
