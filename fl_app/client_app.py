@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Mapping
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -20,7 +21,8 @@ from fl_app.audit.membership_audit import member_rows
 from fl_app.config import RunConfig, parse_run_config, with_overrides
 from fl_app.errors import ConfigError
 from fl_app.federation.roles import build_run_model, is_byzantine, wrap_byzantine
-from fl_app.learning.data import load_partition, partition_indices
+from fl_app.learning.data import load_partition_on, partition_indices
+from fl_app.learning.device import cuda_devices_seen, resolve_device
 from fl_app.privacy.levels import DP_LEVELS
 from fl_app.privacy.randomness import dp_generator, resolve_noise_source, running_in_simulation
 from fl_app.task import evaluate, get_weights, set_weights, train
@@ -54,24 +56,45 @@ class HonestClient(NumPyClient):
         self.num_partitions = num_partitions
 
     def get_properties(self, config: dict[str, Scalar]) -> dict[str, Scalar]:
-        """Tell the server which partition this node holds (for seeded sampling)."""
-        return {keys.PARTITION_ID: self.partition_id}
+        """Tell the server which partition this node holds (seeded sampling) and its GPUs.
+
+        The CUDA devices this process sees let the start check refuse ``device='cuda'``
+        for clients without one, before round 1.
+        """
+        return {keys.PARTITION_ID: self.partition_id, keys.CUDA_DEVICES: cuda_devices_seen()}
+
+    @cached_property
+    def device(self) -> torch.device:
+        """Where this client trains and evaluates: the run's ``device``, resolved here.
+
+        Resolved on first use, not when the client is built: a client asked only for
+        its properties answers them (the start check reads its CUDA devices) even where
+        the device it was asked for does not exist.
+        """
+        return resolve_device(self.cfg.device)
+
+    def model(self, parameters: NDArrays) -> torch.nn.Module:
+        """The run's model holding ``parameters``, on this client's device."""
+        model = build_run_model(self.cfg).to(self.device)
+        set_weights(model, parameters)
+        return model
 
     def data(self, split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
-        """This client's examples (decoded once per process), plus its included canaries."""
-        x, y = load_partition(self.cfg.data, self.partition_id, self.num_partitions, split)
+        """This client's examples (decoded, moved to its device once per process) and canaries."""
+        x, y = load_partition_on(self.device, self.cfg.data, self.partition_id,
+                                 self.num_partitions, split)
         if split != "train":
             return x, y
         if self.cfg.audit_exclude_members:  # a shadow federation of the membership audit
             rows = partition_indices(self.cfg.data, self.num_partitions)[self.partition_id]
-            keep = torch.from_numpy(~np.isin(rows, member_rows(self.cfg.data,
-                                                               self.cfg.audit_exclude_members)))
+            keep = torch.from_numpy(~np.isin(rows, member_rows(
+                self.cfg.data, self.cfg.audit_exclude_members))).to(self.device)
             x, y = x[keep], y[keep]
         if not self.cfg.audit_canaries:
             return x, y
         extra_x, extra_y = canary_examples(run_canaries(self.cfg, self.num_partitions),
                                            self.cfg.data, self.partition_id)
-        return torch.cat([x, extra_x]), torch.cat([y, extra_y])
+        return torch.cat([x, extra_x.to(self.device)]), torch.cat([y, extra_y.to(self.device)])
 
     def train_weights(self, parameters: NDArrays, server_round: int,
                       partition_id: int | None = None,
@@ -88,14 +111,14 @@ class HonestClient(NumPyClient):
         """
         pid = self.partition_id if partition_id is None else partition_id
         seed = derived_seed(self.cfg.seed, server_round, pid)
-        torch.manual_seed(seed)  # dropout draws from the global generator
-        model = build_run_model(self.cfg)
-        set_weights(model, parameters)
+        torch.manual_seed(seed)  # dropout draws from the global generators (CUDA's too)
+        model = self.model(parameters)
         x, y = (self.data() if pid == self.partition_id
-                else load_partition(self.cfg.data, pid, self.num_partitions))
-        if poison is not None:
-            x_poisoned, y_poisoned = poison(x.numpy(), y.numpy())
-            x, y = torch.from_numpy(x_poisoned), torch.from_numpy(y_poisoned)
+                else load_partition_on(self.device, self.cfg.data, pid, self.num_partitions))
+        if poison is not None:  # data attacks are numpy functions: poison on the CPU
+            x_poisoned, y_poisoned = poison(x.cpu().numpy(), y.cpu().numpy())
+            x = torch.from_numpy(x_poisoned).to(self.device)
+            y = torch.from_numpy(y_poisoned).to(self.device)
         loss = train(model, x, y, self.cfg.train, torch.Generator().manual_seed(seed),
                      anomaly_weight)
         return get_weights(model), len(y), loss
@@ -150,8 +173,7 @@ class HonestClient(NumPyClient):
         generator = dp_generator(
             source, derived_seed(self.cfg.seed, server_round, self.partition_id, "dp"))
         torch.manual_seed(int(torch.randint(2**62, (), generator=generator)))  # dropout
-        model = build_run_model(self.cfg)
-        set_weights(model, parameters)
+        model = self.model(parameters)
         x, y = self.data()
         level = DP_LEVELS[self.cfg.dp_level]  # record: DP-SGD; client: the whole update
         outcome = level.client_round(model, x, y, self.cfg.train, self.cfg.dp_settings,
@@ -167,10 +189,8 @@ class HonestClient(NumPyClient):
     def evaluate(self, parameters: NDArrays, config: dict[str, Scalar]
                  ) -> tuple[float, int, dict[str, Scalar]]:
         """Evaluate the global model on this client's share of the test set."""
-        model = build_run_model(self.cfg)
-        set_weights(model, parameters)
         x, y = self.data("test")
-        loss, acc = evaluate(model, x, y)
+        loss, acc = evaluate(self.model(parameters), x, y)
         return float(loss), len(y), {keys.ACCURACY: float(acc),
                                      keys.PARTITION_ID: self.partition_id}
 

@@ -12,6 +12,8 @@ EPSILON = "epsilon"  # cumulative DP epsilon of this client, -1 when DP is off
 TRAINED = "trained"  # 1 trained, 0 refused (DP budget spent)
 STATUS = "status"  # free text: why a client did not train
 ACCURACY = "accuracy"
+# get_properties: the CUDA devices the client's process sees (fl_app.learning.device)
+CUDA_DEVICES = "cuda-devices"
 # Where a DP client's masks and noise came from this round: "seeded", "os" or "csprng"
 # (fl_app.privacy.randomness); never the seed or the entropy itself.
 DP_NOISE_SOURCE = "dp-noise-source"

@@ -32,7 +32,8 @@ from fl_app.federation.progress import ProgressGuard
 from fl_app.federation.roles import aggregation_options, build_run_model, omniscient_hook
 from fl_app.federation.sampling import PartitionSampler
 from fl_app.federation.server_loop import ResumableServer
-from fl_app.learning.data import load_test_set
+from fl_app.learning.data import load_test_set, load_test_set_on
+from fl_app.learning.device import model_device, resolve_device
 from fl_app.privacy.levels.central import CentralDPStrategy
 from fl_app.privacy.randomness import central_noise_generator
 from fl_app.runs.checkpoint import Checkpoint, checkpoint_to_resume, save_checkpoint
@@ -57,17 +58,21 @@ def by_partition(proxy: ClientProxy, res: FitRes) -> tuple[float, str]:
     return (pid if pid == pid else -1.0, proxy.cid)  # NaN sorts first, like a missing id
 
 
-def backdoor_accuracy_of(cfg: RunConfig, model: torch.nn.Module, x_test: torch.Tensor,
-                         y_test: torch.Tensor) -> float | None:
-    """The backdoor's success on the test set (``attack='backdoor'`` only, else ``None``)."""
+def backdoor_accuracy_of(cfg: RunConfig, model: torch.nn.Module) -> float | None:
+    """The backdoor's success on the test set (``attack='backdoor'`` only, else ``None``).
+
+    The trigger is stamped on numpy images (on the CPU); the model runs on its device.
+    """
     if cfg.attack != "backdoor":
         return None
     params = cfg.attack_settings.params
+    x_test, y_test = load_test_set(cfg.data)
+    device = model_device(model)
 
     @torch.no_grad()
     def predict(images: np.ndarray) -> np.ndarray:
         model.eval()
-        return model(torch.from_numpy(images)).argmax(dim=1).numpy()
+        return model(torch.from_numpy(images).to(device)).argmax(dim=1).cpu().numpy()
 
     return backdoor_accuracy(predict, x_test.numpy(), y_test.numpy(), target=params["target"],
                              trigger_size=params["trigger_size"])
@@ -82,14 +87,15 @@ def build_strategy(cfg: RunConfig, recorder: RunRecorder,
     ``guard`` sees every round's report and stops a run that stalls
     (:mod:`fl_app.federation.progress`).
     """
-    x_test, y_test = load_test_set(cfg.data)
-    eval_model = build_run_model(cfg)
+    device = resolve_device(cfg.device)  # this process: a ConfigError before anything runs
+    x_test, y_test = load_test_set_on(device, cfg.data)
+    eval_model = build_run_model(cfg).to(device)
 
     def evaluate_fn(server_round: int, weights: NDArrays, config: dict[str, Scalar]
                     ) -> tuple[float, dict[str, Scalar]]:
         set_weights(eval_model, weights)
         loss, acc = evaluate(eval_model, x_test, y_test)
-        backdoor = backdoor_accuracy_of(cfg, eval_model, x_test, y_test)
+        backdoor = backdoor_accuracy_of(cfg, eval_model)
         print(f"[fl_app] round {server_round}/{cfg.num_server_rounds}: "
               f"test accuracy {acc:.4f}, loss {loss:.4f}"
               + ("" if backdoor is None else f", backdoor accuracy {backdoor:.4f}"), flush=True)
@@ -145,6 +151,7 @@ def server_fn(context: Context, overrides: Mapping[str, Scalar] | None = None,
     """
     cfg = parse_run_config({**context.run_config, **(overrides or {})}, overrides,
                            user_overrides)
+    resolve_device(cfg.device)  # a device this machine lacks: refused before the run folder
     run_dir = resolve_run_dir(cfg)
     checkpoint = checkpoint_to_resume(run_dir, cfg) if cfg.resume else None
     print(f"[fl_app] results will be written to {run_dir}"

@@ -48,11 +48,15 @@ def set_weights(model: nn.Module, weights: list[np.ndarray]) -> None:
     model.load_state_dict(state, strict=True)
 
 
-def shuffled_batches(num_examples: int, batch_size: int,
-                     generator: torch.Generator) -> Iterator[torch.Tensor]:
-    """Yield index tensors of one epoch: a seeded permutation cut into batches."""
+def shuffled_batches(num_examples: int, batch_size: int, generator: torch.Generator,
+                     device: torch.device | None = None) -> Iterator[torch.Tensor]:
+    """Yield index tensors of one epoch: a seeded permutation cut into batches.
+
+    The permutation is drawn on ``generator``'s (CPU) stream whatever the data's
+    ``device``, so a run shuffles alike on CPU and GPU; it moves there once an epoch.
+    """
     order = torch.randperm(num_examples, generator=generator)
-    yield from torch.split(order, batch_size)
+    yield from torch.split(order if device is None else order.to(device), batch_size)
 
 
 def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, settings: TrainSettings,
@@ -72,7 +76,7 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, settings: TrainSet
     start = [p.detach().clone() for p in model.parameters()] if anomaly_weight else []
     total, batches = 0.0, 0
     for _ in range(settings.local_epochs):
-        for idx in shuffled_batches(len(y), settings.batch_size, generator):
+        for idx in shuffled_batches(len(y), settings.batch_size, generator, x.device):
             optimizer.zero_grad(set_to_none=True)
             loss = criterion(model(x[idx]), y[idx])
             if anomaly_weight:

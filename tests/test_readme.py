@@ -203,7 +203,7 @@ def seed_run_checks(outcome: Outcome) -> None:
 def bench_round_checks(outcome: Outcome) -> None:
     # exit 1 only says the speed goal was missed on this (shared) machine
     assert outcome.returncode in (0, 1), outcome.output[-6000:]
-    assert "goal:" in outcome.output, outcome.output[-6000:]
+    assert "x the floor: " in outcome.output, outcome.output[-6000:]
 
 
 def resume_checks(outcome: Outcome) -> None:
@@ -311,6 +311,14 @@ DOCS: dict[str, Runs | CoveredBy] = {
         (f"{RAY}test_simulate_runs_on_an_existing_ray_cluster",), "a Ray cluster"),
     "RAY_ADDRESS=127.0.0.1:6379 fl-sweep": CoveredBy(
         (f"{RAY}test_a_sweep_runs_its_cells_on_an_existing_ray_cluster",), "a Ray cluster"),
+    # -- GPUs
+    "--run-config \"device='cuda'\"": CoveredBy(
+        ("tests/fl_app/learning/test_device.py::"
+         "test_the_start_check_asks_the_clients_whether_they_see_the_cuda_device",
+         "tests/fl_app/learning/test_device.py::"
+         "test_a_client_trains_on_the_gpu_as_well_as_on_the_cpu"),
+        "a GPU: this machine has none; the start check that refuses this command without "
+        "one is tested"),
     # -- benchmarks
     "benchmarks/bench_krum.py": Runs(append("--sizes 25x62006 --repeats 1"),
                                      exits_zero("legacy yes")),
@@ -326,8 +334,9 @@ DOCS: dict[str, Runs | CoveredBy] = {
         exits_zero("accuracy")),
     "benchmarks/bench_shared_prefix.py": Runs(append("--rounds 2 --start 2 --attacks ipm alie"),
                                               exits_zero("identical: True")),
-    "benchmarks/bench_round.py": Runs(append("--dataset digits --rounds 2 --skip flower-2cpu "
-                                             "--skip plain-1thread"),
+    "benchmarks/bench_gpu.py": Runs(append("--quick"), exits_zero("epoch, DP-SGD")),
+    "benchmarks/bench_round.py": Runs(append("--dataset digits --rounds 2 --repeats 1 "
+                                             "--skip flower-2cpu"),
                                       bench_round_checks),
 }
 

@@ -25,6 +25,7 @@ import torch
 
 from attacks.assignment import byzantine_partitions
 from fl_app.learning.data import DATASETS, DataConfig, load_test_set
+from fl_app.learning.device import model_device
 
 if TYPE_CHECKING:
     from fl_app.config import RunConfig
@@ -83,7 +84,7 @@ def canary_scores(model: torch.nn.Module, plan: CanaryPlan, data: DataConfig) ->
     """Each canary's score: minus the model's loss on its wrong label (higher: trained on)."""
     x_test, _ = load_test_set(data)
     model.eval()
-    logits = model(x_test[plan.rows])
+    logits = model(x_test[plan.rows].to(model_device(model))).cpu()
     loss = torch.nn.functional.cross_entropy(logits, torch.from_numpy(plan.labels),
                                              reduction="none")
     return -loss.numpy().astype(np.float64)

@@ -32,6 +32,7 @@ from sklearn.metrics import roc_curve
 from fl_app.audit.membership import lira_offline_scores, logit_confidence, loss_scores, roc_summary
 from fl_app.audit.reconstruction_audit import load_final_model
 from fl_app.learning.data import DataConfig, load_rows, load_test_set, split_size
+from fl_app.learning.device import model_device
 from fl_app.runs import layout
 
 AUDIT_FILE = "audit.json"
@@ -76,7 +77,7 @@ def phi_and_loss(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor
                  ) -> tuple[np.ndarray, np.ndarray]:
     """LiRA's logit confidence and the cross-entropy of every candidate."""
     model.eval()
-    logits = model(x)
+    logits = model(x.to(model_device(model))).cpu()
     probabilities = torch.softmax(logits.double(), dim=1).numpy()
     loss = torch.nn.functional.cross_entropy(logits, y, reduction="none").numpy()
     return logit_confidence(probabilities, y.numpy()), loss.astype(np.float64)

@@ -28,6 +28,8 @@ from scipy.optimize import linear_sum_assignment
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from torch import nn
 
+from fl_app.learning.device import model_device
+
 
 def loss_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                   create_graph: bool = False) -> list[torch.Tensor]:
@@ -69,12 +71,12 @@ def invert_gradient(model: nn.Module, gradient: Sequence[torch.Tensor], labels: 
     """
     target = [g.detach() for g in gradient]
     low, high = value_range
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)  # the CPU stream: alike on every device
     best, best_loss = None, float("inf")
     model.eval()
     for _ in range(restarts):
         x = (torch.rand((len(labels), *image_shape), generator=generator) * (high - low)
-             + low).requires_grad_(True)
+             + low).to(model_device(model)).requires_grad_(True)
         optimizer = torch.optim.Adam([x], lr=lr)
         scheduler = torch.optim.lr_scheduler.MultiStepLR(
             optimizer, milestones=[int(steps * f) for f in (3 / 8, 5 / 8, 7 / 8)], gamma=0.1)

@@ -28,6 +28,7 @@ from fl_app.audit.reconstruct import (
 from fl_app.config import parse_run_config
 from fl_app.federation.roles import build_run_model
 from fl_app.learning.data import load_partition
+from fl_app.learning.device import model_device, resolve_device
 from fl_app.runs import layout
 from fl_app.task import set_weights
 
@@ -41,9 +42,12 @@ def run_config_of(summary: dict[str, Any]) -> Any:
 
 
 def load_final_model(run_dir: Path) -> tuple[Any, torch.nn.Module]:
-    """The run's config and its final global model (``model.pt``)."""
+    """The run's config and its final global model (``model.pt``), on the run's ``device``.
+
+    The ``device`` key is resolved in this process: ``auto`` audits on a GPU if it has one.
+    """
     cfg = run_config_of(layout.read_summary(run_dir))
-    model = build_run_model(cfg)
+    model = build_run_model(cfg).to(resolve_device(cfg.device))
     weights = torch.load(run_dir / layout.MODEL, weights_only=True)
     set_weights(model, [w.numpy() for w in weights])
     return cfg, model
@@ -62,7 +66,7 @@ def dp_sgd_gradient(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
             s + t * factor for s, t in zip(total, g, strict=True)]
     assert total is not None
     return [(s + torch.normal(0.0, noise_multiplier * max_grad_norm, s.shape,
-                              generator=generator)) / len(y) for s in total]
+                              generator=generator).to(s.device)) / len(y) for s in total]
 
 
 def reconstruct_audit(run_dir: str | Path, out: str | Path, *, batch_sizes: Sequence[int],
@@ -75,6 +79,7 @@ def reconstruct_audit(run_dir: str | Path, out: str | Path, *, batch_sizes: Sequ
     cfg, model = load_final_model(run_dir)
     x, y = load_partition(cfg.data, partition, int(layout.read_summary(run_dir).get(
         "num_nodes", 10)))
+    x, y = x.to(model_device(model)), y.to(model_device(model))
     value_range = (float(x.min()), float(x.max()))
     clip = cfg.dp_max_grad_norm if cfg.dp else 1.0
     sigma = cfg.dp_noise_multiplier if cfg.dp else 1.0
@@ -97,7 +102,7 @@ def reconstruct_audit(run_dir: str | Path, out: str | Path, *, batch_sizes: Sequ
                          "ssim": [q["ssim"] for q in quality],
                          "psnr_mean": float(np.mean([q["psnr"] for q in quality])),
                          "ssim_mean": float(np.mean([q["ssim"] for q in quality]))})
-            shown.append((b, private, xb, rebuilt))
+            shown.append((b, private, xb.cpu(), rebuilt.cpu()))
     audit = {"audit": "reconstruct", "run_dir": str(run_dir), "partition": partition,
              "attack": "gradient inversion (Geiping et al. 2020: cosine + TV, Adam)",
              "steps": steps, "restarts": restarts, "results": rows}

@@ -15,6 +15,7 @@ from fl_app.config.methods import DECLARED, unknown_preaggregations
 from fl_app.config.threat import ATTACK_KNOWLEDGE
 from fl_app.errors import ConfigError
 from fl_app.learning.data import DATASETS, PARTITIONINGS
+from fl_app.learning.device import KEY_DEVICE, device_rule
 from fl_app.learning.models import MODELS
 from fl_app.privacy.levels import DP_LEVELS
 from fl_app.privacy.randomness import NOISE_SOURCES
@@ -67,6 +68,7 @@ RULES: dict[str, Callable[[Any], str | None]] = {
     "learning-rate": positive_finite,
     "momentum": lambda v: None if 0.0 <= v < 1.0 else "a number in [0, 1)",
     "client-threads": at_least(1),
+    KEY_DEVICE: device_rule,
     "strategy": one_of(strategy_names()),
     "num-byzantine": lambda v: None if v >= -1 else "an integer >= 0, or -1 for num-attackers",
     "pre-aggregation": unknown_preaggregations,

@@ -78,6 +78,7 @@ class RunConfig:
     learning_rate: float = TrainSettings.learning_rate
     momentum: float = TrainSettings.momentum
     client_threads: int = 1
+    device: str = "auto"  # fl_app.learning.device: auto | cpu | cuda | cuda:N
     strategy: str = "fedavg"
     num_byzantine: int = 0
     pre_aggregation: str = ""

@@ -16,6 +16,7 @@ from typing import Any
 from fl_app.client_app import make_client_app
 from fl_app.config import parse_run_config
 from fl_app.experiments.engine import RAY_INIT_ARGS, run_in_process
+from fl_app.learning.device import resolve_device, simulated_clients_device_error
 from fl_app.runs.layout import read_summary
 from fl_app.runs.recorder import resolve_run_dir
 from fl_app.server_app import make_server_app
@@ -42,8 +43,12 @@ def simulate(overrides: Mapping[str, Any] | None = None, num_supernodes: int = 1
     ``RAY_ADDRESS`` set, the simulation joins that Ray cluster instead of starting one.
     """
     overrides = dict(overrides or {})
-    # validates before Ray starts
-    run_dir = resolve_run_dir(parse_run_config(overrides, overrides))
+    cfg = parse_run_config(overrides, overrides)  # validates before Ray starts
+    resolve_device(cfg.device)  # this process evaluates there
+    unseen = simulated_clients_device_error(cfg.device, num_gpus_per_client)
+    if unseen is not None:
+        raise unseen
+    run_dir = resolve_run_dir(cfg)
     overrides.update({"output-dir": str(run_dir.parent), "run-name": run_dir.name})
     run_in_process(make_server_app(overrides, on_round), make_client_app(overrides),
                    num_supernodes, backend_config(num_cpus_per_client, num_gpus_per_client),

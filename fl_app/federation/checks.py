@@ -12,15 +12,18 @@ import warnings
 from collections.abc import Callable
 
 from flwr.server.client_manager import ClientManager
+from flwr.server.client_proxy import ClientProxy
 
 from attacks.assignment import byzantine_partitions
+from fl_app import keys
 from fl_app.audit.canaries import run_canaries
 from fl_app.audit.membership_audit import member_rows
 from fl_app.config import RunConfig
 from fl_app.errors import ConfigError, ConfigErrors
 from fl_app.federation.roles import aggregation_options, sampled_per_round
-from fl_app.federation.sampling import is_simulated
+from fl_app.federation.sampling import is_simulated, properties_of
 from fl_app.learning.data import partition_indices
+from fl_app.learning.device import cuda_devices_seen, cuda_index, device_error
 from fl_app.privacy import resolve_delta, resolve_noise_multiplier
 from fl_app.privacy.accounting import noise_for_target_epsilon
 from fl_app.privacy.levels.client import client_delta, client_noise_multiplier
@@ -144,6 +147,8 @@ def federation_errors(cfg: RunConfig, num_nodes: int, simulated: bool) -> list[C
         check_tracker(cfg.tracker)
     except ConfigError as exc:
         errors.append(exc)
+    own_device = device_error(cfg.device, cuda_devices_seen(), "this process")  # evaluation
+    errors += [own_device] if own_device else []
     partitions = partitioning_errors(cfg, num_nodes) if simulated else []
     if cfg.dp:
         try:
@@ -180,6 +185,23 @@ def partitioning_errors(cfg: RunConfig, num_partitions: int) -> list[ConfigError
     return []
 
 
+def client_device_errors(cfg: RunConfig, proxies: list[ClientProxy], simulated: bool
+                         ) -> list[ConfigError]:
+    """``device='cuda[:N]'`` for clients that see no such device: asked, before round 1.
+
+    Each client reports the CUDA devices its process sees (``get_properties``). Simulated
+    clients all get the backend's same resources, so one is asked; every real device is.
+    ``auto`` and ``cpu`` run anywhere and ask nothing.
+    """
+    if cuda_index(cfg.device) is None or not proxies:
+        return []
+    answers = properties_of(proxies[:1] if simulated else proxies)
+    seen = min(int(a.get(keys.CUDA_DEVICES, 0)) for a in answers)
+    error = device_error(cfg.device, seen, "the simulated clients" if simulated else
+                         "at least one client")
+    return [error] if error else []
+
+
 def check_federation(cfg: RunConfig, num_nodes: int, simulated: bool,
                      recorder: RunRecorder | None = None) -> None:
     """Raise :class:`ConfigErrors` if the run cannot go on with this federation; else record it.
@@ -210,6 +232,10 @@ def start_checks(cfg: RunConfig, recorder: RunRecorder | None = None
         if client_manager.num_available() < 1:
             client_manager.wait_for(1)
         proxies = list(client_manager.all().values())
-        check_federation(cfg, len(proxies), all(is_simulated(p) for p in proxies), recorder)
+        simulated = all(is_simulated(p) for p in proxies)
+        errors = client_device_errors(cfg, proxies, simulated)
+        if errors:
+            raise ConfigErrors(errors)
+        check_federation(cfg, len(proxies), simulated, recorder)
 
     return check

@@ -43,6 +43,17 @@ def is_simulated(proxy: ClientProxy) -> bool:
     return isinstance(getattr(proxy, "grid", None), InMemoryGrid)
 
 
+def properties_of(proxies: list[ClientProxy]) -> list[dict]:
+    """Each client's ``get_properties`` answer, asked in parallel (one message each)."""
+
+    def ask(proxy: ClientProxy) -> dict:
+        return dict(proxy.get_properties(GetPropertiesIns({}), timeout=PROPERTIES_TIMEOUT_S,
+                                         group_id=0).properties)
+
+    with ThreadPoolExecutor(max_workers=max(1, min(32, len(proxies)))) as pool:
+        return list(pool.map(ask, proxies))
+
+
 class PartitionSampler(SimpleClientManager):
     """A client manager that samples partitions with a seeded generator."""
 
@@ -74,14 +85,8 @@ class PartitionSampler(SimpleClientManager):
             if not unknown:
                 return
 
-        def ask(proxy: ClientProxy) -> tuple[str, int]:
-            res = proxy.get_properties(GetPropertiesIns({}), timeout=PROPERTIES_TIMEOUT_S,
-                                       group_id=0)
-            return proxy.cid, int(res.properties.get(keys.PARTITION_ID, -1))
-
-        with ThreadPoolExecutor(max_workers=min(32, len(unknown))) as pool:
-            for cid, pid in pool.map(ask, unknown):
-                self.partition_of[cid] = pid
+        for proxy, properties in zip(unknown, properties_of(unknown), strict=True):
+            self.partition_of[proxy.cid] = int(properties.get(keys.PARTITION_ID, -1))
 
     def sample(self, num_clients: int, min_num_clients: int | None = None,
                criterion: Criterion | None = None) -> list[ClientProxy]:

@@ -172,6 +172,27 @@ def os_generator() -> torch.Generator:
     return generator
 
 
+def noise_generator_on(device: torch.device, generator: torch.Generator,
+                       secure_mode: bool = False) -> torch.Generator:
+    """The generator of DP-SGD's Gaussian noise for parameters on ``device``.
+
+    On the CPU, ``generator`` itself: one stream draws the masks and the noise, as it
+    always has. torch draws a CUDA tensor only from a CUDA generator (Philox), so on a
+    GPU the noise comes from a Philox generator whose whole state, its 64-bit key and
+    its counter offset (a multiple of 4), is drawn from ``generator``: seeded in a
+    simulation (a run reproduces on the same GPU), keyed by 126 bits of the
+    OS-entropy stream on a device. The masks stay on ``generator`` (the CPU). In secure
+    mode ``generator`` is torchcsprng's, which draws on either device: it is kept.
+    """
+    if secure_mode or device.type == "cpu" or generator.device == device:
+        return generator
+    words = torch.randint(0, 2**32, (4,), generator=generator, dtype=torch.int64).tolist()
+    on_device = torch.Generator(device=device)
+    on_device.manual_seed(words[0] << 32 | words[1])
+    on_device.set_offset((words[2] << 32 | words[3]) & ~3)
+    return on_device
+
+
 def secure_generator() -> torch.Generator:
     """Return Opacus' ``secure_mode`` generator (torchcsprng, ``/dev/urandom``), or explain."""
     try:

@@ -8,9 +8,11 @@ import torch
 from opacus.accountants import IAccountant
 from torch import nn
 
+from fl_app.learning.device import model_device
 from fl_app.privacy.accounting import AccountantStateError
 from fl_app.privacy.engines import GRAD_SAMPLE_MODES, StepContext
 from fl_app.privacy.models import check_model
+from fl_app.privacy.randomness import noise_generator_on
 from fl_app.privacy.sampling import poisson_batches, sample_rate, steps_per_epoch
 from fl_app.privacy.settings import KEY_ACCOUNTANT, DPSettings
 from fl_app.task import TrainSettings
@@ -25,8 +27,9 @@ def train_private(model: nn.Module, x: torch.Tensor, y: torch.Tensor, settings: 
     each (module docstring), with ``dp.noise_multiplier`` as given (resolve a
     target epsilon first with :func:`resolve_noise_multiplier`). ``accountant``
     is stepped once per optimizer step, empty batches included. ``generator``
-    drives the sampling and the noise. The mean loss is over non-empty batches
-    (NaN if all were empty); it is not private (module docstring). ``model`` must
+    drives the sampling and the noise (on a GPU the noise through a generator it
+    keys: :func:`~fl_app.privacy.randomness.noise_generator_on`). The mean loss is over
+    non-empty batches (NaN if all were empty); it is not private (module docstring). ``model`` must
     pass Opacus' ``ModuleValidator`` (:func:`make_private_compatible`); it comes
     out a plain module, no hooks left.
     """
@@ -46,7 +49,8 @@ def train_private(model: nn.Module, x: torch.Tensor, y: torch.Tensor, settings: 
                                   momentum=settings.momentum),
         noise_multiplier=dp.noise_multiplier, max_grad_norm=dp.max_grad_norm,
         expected_batch_size=min(settings.batch_size, num_examples), generator=generator,
-        secure_mode=dp.secure_mode)
+        secure_mode=dp.secure_mode,
+        noise_generator=noise_generator_on(model_device(model), generator, dp.secure_mode))
     total, batches, taken = 0.0, 0, 0
     with GRAD_SAMPLE_MODES[dp.grad_sample_mode](ctx) as step:
         for _ in range(settings.local_epochs):

@@ -31,6 +31,7 @@ import torch
 from fl_app import keys
 from fl_app.config import RunConfig
 from fl_app.runs import layout
+from fl_app.runs.throttle import Throttle
 
 DEFAULT_RUNS_DIR = Path.home() / "fl-runs"
 ROUND_COLUMNS = (
@@ -126,6 +127,8 @@ class RunRecorder:
         self.tracker: Any = None  # fl_app.runs.trackers, opened with the first row
         self._started = time.time()
         self._last = self._started
+        # the figure is redrawn at most every 30 s (and at the end), not after every round
+        self._plot = Throttle(self.plot_accuracy)
         self.write_summary(status="running")
 
     def get_state(self) -> dict[str, Any]:
@@ -266,8 +269,8 @@ class RunRecorder:
         if self.scores:
             atomic_write_bytes(self.run_dir / layout.KRUM_SCORES,
                                _csv_bytes(SCORE_COLUMNS, self.scores))
-        self.plot_accuracy()
         done = bool(self.rounds) and self.rounds[-1]["round"] >= self.cfg.num_server_rounds
+        self._plot(force=done)
         self.write_summary(status="finished" if done else "running")
         if done:
             print(f"[fl_app] run finished; results in {self.run_dir}", flush=True)
@@ -290,6 +293,11 @@ class RunRecorder:
         status = "failed" if isinstance(error, Exception) else "interrupted"
         self.extra["error"] = f"{type(error).__name__}: {error}"
         self.write_summary(status=status)
+        try:
+            if self.rounds:
+                self._plot(force=True)  # the figure of every round done
+        except Exception as exc:  # the run's own error is the one to report
+            print(f"[fl_app] could not draw {layout.ACCURACY_PLOT}: {exc}", flush=True)
         try:
             self._close_tracker(status)
         except Exception as exc:  # the run's own error is the one to report

@@ -31,6 +31,7 @@ from fl_app.experiments.sweep.prefix import keeping_prefix, start_from_prefix
 from fl_app.experiments.sweep.progress import SweepProgress, make_progress, quiet_flower
 from fl_app.experiments.sweep.resume import cell_state, check_no_changed_cells
 from fl_app.runs.checkpoint import CheckpointError, load_checkpoint, resume_errors
+from fl_app.runs.throttle import Throttle
 
 
 def simulate_runner(num_cpus_per_client: float | None = None, verbose: bool = False
@@ -190,7 +191,8 @@ def run_sweep(out: str | Path, grid: Grid | Sequence[Grid] | None = None,
         return result
     out.mkdir(parents=True, exist_ok=True)
     write_manifest(out, cells, base, grids, num_supernodes)
-    refresh = ReportRefresh(out)
+    # reports read every cell and redraw every figure: at most a tenth of the sweep's time
+    refresh = Throttle(lambda: reports.write_reports(out))
     with progress, quiet_flower(not verbose):
         if jobs == 1:
             run_in_this_process(cells, out, runner or simulate_runner(num_cpus_per_client,
@@ -218,32 +220,6 @@ def with_sweep_tracking(base: dict[str, Any], grids: Sequence[Grid], out: Path
     if trackers == {"none"}:
         return base
     return {"tracker-dir": str(out / "tracking"), "tracker-experiment": out.name, **base}
-
-
-class ReportRefresh:
-    """Rewrites the reports after a cell, unless they were rewritten moments ago.
-
-    Reports read every cell folder and redraw every figure, so their cost grows with
-    the sweep (about 2 s at 8 cells): after each cell of a 1000-cell matrix they would
-    cost more than the cells. They are rewritten when at least ``min_interval_s`` and
-    ten times their own last duration have passed, so they stay under a tenth of the
-    sweep's time; the sweep always rewrites them at its end.
-    """
-
-    def __init__(self, out: Path, min_interval_s: float = 30.0) -> None:
-        self.out = out
-        self.min_interval_s = min_interval_s
-        self.last_end = float("-inf")
-        self.last_duration = 0.0
-
-    def __call__(self) -> None:
-        """A cell ended: rewrite the reports if they are due."""
-        now = time.time()
-        if now - self.last_end < max(self.min_interval_s, 10 * self.last_duration):
-            return
-        reports.write_reports(self.out)
-        self.last_end = time.time()
-        self.last_duration = self.last_end - now
 
 
 def run_in_this_process(cells: Sequence[Cell], out: Path, runner: CellRunner,

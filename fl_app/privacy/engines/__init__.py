@@ -45,8 +45,15 @@ class StepContext:
     noise_multiplier: float
     max_grad_norm: float
     expected_batch_size: int
-    generator: torch.Generator
+    generator: torch.Generator  # the Poisson masks (and, on the CPU, the noise)
     secure_mode: bool = False
+    # the Gaussian noise, on the parameters' device (fl_app.privacy.randomness.noise_generator_on)
+    noise_generator: torch.Generator | None = None
+
+    @property
+    def noise(self) -> torch.Generator:
+        """The generator of the noise: :attr:`noise_generator`, else :attr:`generator`."""
+        return self.generator if self.noise_generator is None else self.noise_generator
 
 
 Session = Callable[[StepContext], AbstractContextManager[StepFn]]

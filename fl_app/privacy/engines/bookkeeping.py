@@ -167,7 +167,8 @@ def _clip_and_add(calls: list[tuple[nn.Module, list[tuple[_Record, torch.Tensor]
     inputs, ``||b_i||^2 (||a_i||^2 + 1)`` without forming ``b_i a_i^T`` (ghost
     norm); for any other layer, from its per-sample gradients (summed over calls).
     """
-    squared = torch.zeros(n, dtype=next(iter(grads.values())).dtype)
+    first = next(iter(grads.values()))
+    squared = torch.zeros(n, dtype=first.dtype, device=first.device)
     clipped_sums: list[Callable[[torch.Tensor], None]] = []
     for layer, records in calls:
         inputs = records[0][0].activations[0]
@@ -202,7 +203,7 @@ def _clip_and_add(calls: list[tuple[nn.Module, list[tuple[_Record, torch.Tensor]
 
 @contextmanager
 def _bookkeeping_session(ctx: StepContext) -> Iterator[StepFn]:
-    model, generator = ctx.model, ctx.generator
+    model, generator = ctx.model, ctx.noise
     tape = _Tape(model)
     params = [p for p in model.parameters() if p.requires_grad]
     # All gradients live in one buffer: one Gaussian draw and one division per step.

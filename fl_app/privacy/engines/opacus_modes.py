@@ -31,7 +31,7 @@ def _opacus_session(mode: str) -> Session:
                                             grad_sample_mode=mode)(
                 ctx.optimizer, noise_multiplier=ctx.noise_multiplier,
                 max_grad_norm=ctx.max_grad_norm, expected_batch_size=ctx.expected_batch_size,
-                loss_reduction="mean", generator=ctx.generator, secure_mode=ctx.secure_mode)
+                loss_reduction="mean", generator=ctx.noise, secure_mode=ctx.secure_mode)
             criterion: Callable = nn.CrossEntropyLoss()
             if mode == "ghost":
                 criterion = DPLossFastGradientClipping(module, optimizer, criterion, "mean")
@@ -65,7 +65,7 @@ def _empty_batch(optimizer: DPOptimizer) -> None:
         if isinstance(optimizer, DPOptimizerFastGradientClipping):
             p.grad = torch.zeros_like(p)
         else:
-            p.grad_sample = torch.zeros((0, *p.shape), dtype=p.dtype)
+            p.grad_sample = torch.zeros((0, *p.shape), dtype=p.dtype, device=p.device)
 
 
 def _strip_opacus_attributes(model: nn.Module) -> None:

@@ -47,9 +47,10 @@ def clip_and_noise(update: torch.Tensor, clipping_norm: float, noise_multiplier:
     flat = update.to(torch.float64)
     norm = float(torch.linalg.vector_norm(flat))
     clipped = flat * min(1.0, clipping_norm / norm) if norm > 0 else flat
+    # drawn on the generator's (CPU) stream, then moved: the same noise on every device
     noise = torch.normal(0.0, noise_multiplier * clipping_norm, size=flat.shape,
                          generator=generator, dtype=torch.float64)
-    return (clipped + noise).to(update.dtype)
+    return (clipped + noise.to(flat.device)).to(update.dtype)
 
 
 def client_delta(dp: DPSettings, num_clients: int) -> float:
