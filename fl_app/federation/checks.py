@@ -24,9 +24,7 @@ from fl_app.federation.roles import aggregation_options, sampled_per_round
 from fl_app.federation.sampling import is_simulated, properties_of
 from fl_app.learning.data import partition_indices
 from fl_app.learning.device import cuda_devices_seen, cuda_index, device_error
-from fl_app.privacy import resolve_delta, resolve_noise_multiplier
-from fl_app.privacy.accounting import noise_for_target_epsilon
-from fl_app.privacy.levels.client import client_delta, client_noise_multiplier
+from fl_app.privacy.levels import DP_LEVELS
 from fl_app.privacy.randomness import (
     CSPRNG,
     KEY_SECURE_MODE,
@@ -41,28 +39,15 @@ from strategies.registry import make_strategy
 
 
 def dp_errors_for_partitions(cfg: RunConfig, num_partitions: int) -> list[ConfigError]:
-    """DP settings that no client of this partitioning could use (delta, target epsilon)."""
-    dp, settings = cfg.dp_settings, cfg.train
-    errors: dict[str, ConfigError] = {}
-    if cfg.dp_level in ("client", "central"):  # the unit is the client: delta against K
-        try:
-            delta = client_delta(dp, num_partitions)
-            if cfg.dp_level == "client":
-                client_noise_multiplier(dp, num_partitions, cfg.num_server_rounds)
-            elif dp.target_epsilon is not None:  # one sampled Gaussian a round, q = m / K
-                rate = sampled_per_round(cfg, num_partitions) / num_partitions
-                noise_for_target_epsilon(dp.target_epsilon, delta, rate, cfg.num_server_rounds,
-                                         dp.accountant)
-        except ConfigError as exc:
-            errors.setdefault(exc.key, exc)
-        return list(errors.values())
-    for size in sorted({len(p) for p in partition_indices(cfg.data, num_partitions)}):
-        try:
-            resolve_delta(dp, size)
-            resolve_noise_multiplier(dp, size, settings, cfg.num_server_rounds)
-        except ConfigError as exc:
-            errors.setdefault(exc.key, exc)
-    return list(errors.values())
+    """DP settings that no client of this partitioning could use (delta, target epsilon).
+
+    Each DP level says what its calibration needs (:attr:`DPLevel.calibration_errors`):
+    the record level every client's own dataset size, the client and central levels K.
+    """
+    return DP_LEVELS[cfg.dp_level].calibration_errors(
+        cfg.dp_settings, cfg.train, cfg.num_server_rounds, num_partitions,
+        sampled_per_round(cfg, num_partitions),
+        lambda: [len(p) for p in partition_indices(cfg.data, num_partitions)])
 
 
 def dp_noise_source_at_start(cfg: RunConfig, simulated: bool) -> str:

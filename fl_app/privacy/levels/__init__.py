@@ -30,6 +30,10 @@ DEFAULT_DP_LEVEL = "record"
 ClientRound = Callable[..., Any]
 # (dp settings, K clients, N examples of the client) -> the delta its epsilon is at
 DeltaOf = Callable[[Any, int, int], float]
+# (dp settings, train settings, planned rounds, K clients, clients sampled a round,
+#  () -> the clients' dataset sizes) -> the ConfigErrors of a delta or a noise calibration
+#  no client of this federation could use, at most one per key (the start check's)
+CalibrationErrors = Callable[[Any, Any, int, int, int, Callable[[], Any]], list[Any]]
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,7 @@ class DPLevel:
     not_protected_from: str
     robust_rules: bool  # may a robust rule aggregate (does the server see noisy updates)?
     delta_of: DeltaOf  # the delta of a client's guarantee (ConfigError if dp-delta is too big)
+    calibration_errors: CalibrationErrors  # checked at start, before round 1
 
 
 DP_LEVELS: dict[str, DPLevel] = {}

@@ -170,9 +170,27 @@ def central_dp_errors(strategy: str, preaggregation: tuple[str, ...], server_lea
     return errors
 
 
+def central_calibration_errors(dp: DPSettings, settings: Any, planned_rounds: int,
+                               num_clients: int, sampled: int, sizes: object
+                               ) -> list[ConfigError]:
+    """Delta against the K clients; a target epsilon for one sampled Gaussian a round.
+
+    The server's mechanism samples ``m`` of ``K`` clients a round: rate ``q = m / K``.
+    """
+    try:
+        delta = client_delta(dp, num_clients)
+        if dp.target_epsilon is not None:
+            noise_for_target_epsilon(dp.target_epsilon, delta, sampled / num_clients,
+                                     planned_rounds, dp.accountant)
+    except ConfigError as exc:
+        return [exc]
+    return []
+
+
 register_dp_level(DPLevel(
     "central", None, unit="one client's whole dataset",
     protected_from="whoever sees the global model: other clients, the public",
     not_protected_from="the server, which sees every update in the clear and draws the noise",
     robust_rules=False,
-    delta_of=lambda dp, num_clients, num_examples: client_delta(dp, num_clients)))
+    delta_of=lambda dp, num_clients, num_examples: client_delta(dp, num_clients),
+    calibration_errors=central_calibration_errors))

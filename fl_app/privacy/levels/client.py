@@ -97,10 +97,22 @@ def client_level_round(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
     return RoundOutcome(True, loss, epsilon_of(accountant, delta), dump_accountant(accountant))
 
 
+def client_calibration_errors(dp: DPSettings, settings: TrainSettings, planned_rounds: int,
+                              num_clients: int, sampled: int, sizes: object) -> list[ConfigError]:
+    """Delta against the K clients, sigma for the planned rounds (the sizes do not matter)."""
+    try:
+        client_delta(dp, num_clients)
+        client_noise_multiplier(dp, num_clients, planned_rounds)
+    except ConfigError as exc:
+        return [exc]
+    return []
+
+
 register_dp_level(DPLevel(
     "client", client_level_round, unit="one client's whole dataset",
     protected_from="anyone who sees the client's updates, the server included (the noise "
                    "is drawn on the client)",
     not_protected_from="no one, as long as the client's noise stays secret", robust_rules=True,
     # the unit is the client: delta against the K clients
-    delta_of=lambda dp, num_clients, num_examples: client_delta(dp, num_clients)))
+    delta_of=lambda dp, num_clients, num_examples: client_delta(dp, num_clients),
+    calibration_errors=client_calibration_errors))

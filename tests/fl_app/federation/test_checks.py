@@ -69,3 +69,23 @@ def test_the_start_step_checks_the_nodes_the_client_manager_has():
     start_checks(parse_run_config({}))(manager)  # 3 real devices, FedAvg: fine
     with pytest.raises(ConfigErrors, match=r"at most the number of nodes \(3\)"):
         start_checks(attack_cfg(**{"num-attackers": 4}))(manager)
+
+
+@pytest.mark.parametrize(("level", "dp", "nodes", "key"), [
+    # record: delta is below each client's own 1 / N: 0.05 is refused for 143 examples,
+    # and fits clients of 1 or 2 examples (1000 nodes)
+    ("record", {"dp-delta": 0.05}, 10, "dp-delta"),
+    ("record", {"dp-delta": 0.05}, 1000, None),
+    # client and central: delta below 1 / K clients, whatever their sizes (more clients:
+    # a smaller bound, where the record level's grows)
+    ("client", {"dp-delta": 0.05}, 10, None),
+    ("client", {"dp-delta": 0.05}, 100, "dp-delta"),
+    ("central", {"dp-delta": 0.2}, 10, "dp-delta"),
+    # central: one Gaussian of rate m / K a round; 500 of them cannot reach epsilon 0.01
+    ("central", {"dp-target-epsilon": 0.01, "num-server-rounds": 500}, 10, "dp-target-epsilon"),
+    ("central", {"dp-target-epsilon": 1.0, "num-server-rounds": 500}, 10, None),
+])
+def test_each_dp_levels_calibration_is_checked_against_the_federation(level, dp, nodes, key):
+    cfg = parse_run_config({"dp": True, "dp-level": level, **dp})
+    keys = [e.key for e in federation_errors(cfg, nodes, simulated=True)]
+    assert keys == ([key] if key else [])
