@@ -166,6 +166,7 @@ def server_fn(context: Context, overrides: Mapping[str, Scalar] | None = None,
     strategy = build_strategy(cfg, recorder, guard)
     if checkpoint is not None:
         recorder.set_state(checkpoint.recorder_state)
+        guard.resume_from(recorder.rounds, recorder.extra.get("client_errors", []))
         sampler.set_state(checkpoint.sampler_state)
         strategy.set_state(checkpoint.strategy_state)  # a centre, a momentum buffer
 

@@ -46,6 +46,19 @@ class ProgressGuard:
             if message not in self.errors and len(self.errors) < MAX_ERRORS_KEPT:
                 self.errors.append(message)
 
+    def resume_from(self, rows: list[dict[str, Any]], errors: list[str]) -> None:
+        """Continue the streak a resumed run had: its trailing stalled ``rounds.csv`` rows.
+
+        A run resumed without fixing its cause then stops at its next stalled round, not
+        ``max-failed-rounds`` rounds later; ``errors`` are those its summary kept.
+        """
+        streak = []
+        for row in reversed(rows):
+            if not (row.get("kept_global") and int(row.get("num_failures") or 0) > 0):
+                break
+            streak.insert(0, int(row["round"]))
+        self.stalled, self.errors = streak, list(errors) if streak else []
+
     def check(self) -> None:
         """Raise :class:`RunStalledError` once the streak reaches ``max-failed-rounds``."""
         if not self.max_failed_rounds or len(self.stalled) < self.max_failed_rounds:

@@ -43,6 +43,28 @@ def test_the_guard_stops_after_the_limit_of_stalled_rounds_in_a_row_only():
     never.check()
 
 
+def test_a_resumed_guard_continues_the_streak_its_rounds_csv_ends_with():
+    """Resumed without a fix, a run stops at its next stalled round, not two rounds later."""
+    rows = [{"round": 0, "kept_global": False, "num_failures": 0},
+            {"round": 1, "kept_global": True, "num_failures": 3},  # then progress
+            {"round": 2, "kept_global": False, "num_failures": 1},
+            {"round": 3, "kept_global": True, "num_failures": 2}]  # the checkpoint's last
+    guard = ProgressGuard(2)
+    guard.resume_from(rows, ["OSError: broken JPEG"])
+    guard.check()
+    guard.observe(report(4, True, 2))
+    with pytest.raises(RunStalledError, match=r"rounds 3-4.*OSError: broken JPEG"):
+        guard.check()
+    fixed = ProgressGuard(2)
+    fixed.resume_from(rows, ["OSError: broken JPEG"])
+    fixed.observe(report(4, False, 0))  # fixed: progress, the streak starts over
+    fixed.observe(report(5, True, 1))
+    fixed.check()
+    clean = ProgressGuard(2)
+    clean.resume_from(rows[:3], ["stale"])  # ends with progress: no streak, no errors
+    assert clean.stalled == [] and clean.errors == []
+
+
 def test_more_partitions_than_examples_fail_before_round_one_naming_num_partitions():
     """The issue's case: 10,000 nodes on the digits' 1,437 training images."""
     cfg = parse_run_config({"num-server-rounds": 2, "fraction-fit": 0.01005})
