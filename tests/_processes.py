@@ -26,6 +26,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+#: The pytest-xdist group of the modules that start processes with fixed ports or Ray heads
+#: (README blocks, devices, a Ray cluster, notebook kernels): one worker runs them in turn,
+#: the other worker the rest of the suite (tests/conftest.py puts them first).
+PROCESSES = "processes"
+
 BIN = Path(sys.executable).parent  # the venv's bin: flower-superlink, flwr, ray, ...
 LOOPBACK = "127.0.0.1"
 PROC = Path("/proc")

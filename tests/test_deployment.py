@@ -43,6 +43,7 @@ from tests._pki import ServerPki, make_ca_and_server_cert, make_supernode_keys
 from tests._processes import (
     BIN,
     LOOPBACK,
+    PROCESSES,
     Processes,
     Service,
     executable,
@@ -54,7 +55,8 @@ from tests._processes import (
 
 pytestmark = [pytest.mark.skipif(sys.platform != "linux",
                                  reason="process trees are followed through /proc"),
-              pytest.mark.own_ray]  # no shared Ray of other modules here
+              pytest.mark.own_ray,  # no shared Ray of other modules here
+              pytest.mark.xdist_group(PROCESSES)]  # one worker: fixed ports, Ray heads
 
 REPO = Path(__file__).resolve().parents[1]
 CONNECTION = "loopback-tls"

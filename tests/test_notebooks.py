@@ -11,9 +11,12 @@ import pytest
 from jupyter_client.kernelspec import KernelSpecManager
 from nbclient import NotebookClient
 
+from tests._processes import PROCESSES
+
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
-pytestmark = pytest.mark.own_ray  # the kernels start their own Ray: free the cores of ours
+pytestmark = [pytest.mark.own_ray,  # the kernels start their own Ray: free the cores of ours
+              pytest.mark.xdist_group(PROCESSES)]
 
 
 @pytest.fixture(scope="module")

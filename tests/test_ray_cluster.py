@@ -32,6 +32,7 @@ from fl_app.experiments.simulate import simulate
 from tests._processes import (
     BIN,
     LOOPBACK,
+    PROCESSES,
     Processes,
     Service,
     executable,
@@ -43,7 +44,8 @@ from tests._processes import (
 
 pytestmark = [pytest.mark.skipif(sys.platform != "linux",
                                  reason="process trees are followed through /proc"),
-              pytest.mark.own_ray]  # no shared Ray of other modules here
+              pytest.mark.own_ray,  # no shared Ray of other modules here
+              pytest.mark.xdist_group(PROCESSES)]  # one worker: fixed ports, Ray heads
 
 REPO = Path(__file__).resolve().parents[1]
 HEAD_CPUS = 2

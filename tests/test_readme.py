@@ -38,7 +38,16 @@ from pathlib import Path
 
 import pytest
 
-from tests._processes import BIN, PROC, ProcId, free_port, proc_id, send_signal, with_descendants
+from tests._processes import (
+    BIN,
+    PROC,
+    PROCESSES,
+    ProcId,
+    free_port,
+    proc_id,
+    send_signal,
+    with_descendants,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
@@ -48,7 +57,8 @@ LANGUAGES = ("bash", "python")
 
 pytestmark = [pytest.mark.skipif(sys.platform != "linux",
                                  reason="the managed SuperLink is found through /proc"),
-              pytest.mark.own_ray]  # no shared Ray of other modules here
+              pytest.mark.own_ray,  # no shared Ray of other modules here
+              pytest.mark.xdist_group(PROCESSES)]  # one worker: fixed ports, Ray heads
 
 
 # ----------------------------------------------------------------------------- reading

@@ -24,6 +24,7 @@ and nowhere else:
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -93,6 +94,16 @@ RAY_INIT_ARGS = {"logging_level": "ERROR", "log_to_driver": True, "include_dashb
                  "_node_ip_address": "127.0.0.1"}
 
 
+def ray_init_args() -> dict[str, Any]:
+    """:data:`RAY_INIT_ARGS`, plus ``address='local'`` unless ``RAY_ADDRESS`` names a cluster.
+
+    Without an address, ``ray.init()`` joins the cluster a ``ray start`` on this machine
+    last started (``/tmp/ray/ray_current_cluster``), if any: a simulation would silently
+    train on someone else's cluster. A cluster is joined only when ``RAY_ADDRESS`` says so.
+    """
+    return {**RAY_INIT_ARGS, **({} if os.environ.get("RAY_ADDRESS") else {"address": "local"})}
+
+
 def open_session(num_cpus: int | None = None) -> None:
     """Start sharing Ray and its actors between runs (see :func:`shared_ray`).
 
@@ -104,7 +115,7 @@ def open_session(num_cpus: int | None = None) -> None:
         _sessions += 1
         raybackend.RayBackend = SharedRayBackend
         if num_cpus is not None and not ray.is_initialized():
-            ray.init(num_cpus=num_cpus, **RAY_INIT_ARGS)
+            ray.init(num_cpus=num_cpus, **ray_init_args())
 
 
 def close_session() -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 from fl_app.client_app import make_client_app
 from fl_app.config import parse_run_config
-from fl_app.experiments.engine import RAY_INIT_ARGS, run_in_process
+from fl_app.experiments.engine import ray_init_args, run_in_process
 from fl_app.learning.device import resolve_device, simulated_clients_device_error
 from fl_app.runs.layout import read_summary
 from fl_app.runs.recorder import resolve_run_dir
@@ -29,7 +29,7 @@ def backend_config(num_cpus_per_client: float = DEFAULT_CLIENT_CPUS,
     """Ray backend settings: resources per client (what decides parallelism)."""
     return {"client_resources": {"num_cpus": num_cpus_per_client,
                                  "num_gpus": num_gpus_per_client},
-            "init_args": dict(RAY_INIT_ARGS)}
+            "init_args": ray_init_args()}
 
 
 def simulate(overrides: Mapping[str, Any] | None = None, num_supernodes: int = 10,

@@ -87,3 +87,13 @@ def test_sessions_nest_and_the_outermost_owns_ray(tmp_path):
                      num_supernodes=2)
         assert ray.is_initialized() and "pool" in engine._kept
     assert not ray.is_initialized() and not engine._kept
+
+
+def test_a_private_ray_instance_never_joins_a_cluster_it_was_not_told_of(monkeypatch):
+    """ray.init() without an address joins the last `ray start` cluster: ours say 'local'."""
+    from fl_app.experiments.engine import ray_init_args
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert ray_init_args()["address"] == "local"
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")
+    assert "address" not in ray_init_args()  # Ray reads RAY_ADDRESS itself
