@@ -62,6 +62,7 @@ def flower_round(overrides: dict, device: str, gpu_share: float, out: Path) -> f
     run_dir = simulate(run, num_supernodes=NUM_PARTITIONS, num_cpus_per_client=1,
                        num_gpus_per_client=gpu_share if device == "cuda" else 0.0)
     seconds = [float(r["seconds"]) for r in read_rounds(run_dir)]
+    print(f"{device}: seconds per round {' '.join(f'{t:.2f}' for t in seconds)}", flush=True)
     return statistics.median(seconds[1:] or seconds)
 
 
@@ -103,15 +104,16 @@ def measure(args: argparse.Namespace, devices: Sequence[str], out: Path
     rows: dict[str, dict[str, float]] = {"flower round": {}, "epoch, non-private": {},
                                          "epoch, DP-SGD": {}}
     threads = torch.get_num_threads()
-    for device in devices:
-        print(f"running the Flower round on {device} ...", flush=True)
-        rows["flower round"][device] = flower_round(overrides, device, args.gpu_share, out)
+    for device in devices:  # the epochs first: a finished simulation's Ray takes a while to go
         torch.set_num_threads(1)  # one client's epoch as an actor runs it: one thread
         for name, private in (("epoch, non-private", False), ("epoch, DP-SGD", True)):
             print(f"timing {name} on {device} ...", flush=True)
             rows[name][device] = median_seconds(
                 epoch_timer(overrides, torch.device(device), private), args.repeats)
         torch.set_num_threads(threads)
+    for device in devices:
+        print(f"running the Flower round on {device} ...", flush=True)
+        rows["flower round"][device] = flower_round(overrides, device, args.gpu_share, out)
     return rows
 
 

@@ -23,7 +23,7 @@ Rows (seconds, each way from a cold process state):
   state, the on-disk caches kept (ours: the ``.npy`` cache; flwr-datasets: its
   Arrow cache), what each new Ray actor or ClientApp process pays.
 
-    python benchmarks/bench_loaders.py [--data-dir ../shared/data/cifar10-jpeg]
+    python benchmarks/bench_loaders.py [--data-dir ../shared/data/cifar10-jpeg] [--per-class N]
 """
 
 from __future__ import annotations
@@ -78,6 +78,16 @@ def flwr_datasets_loader(data_dir: Path, cache_dir: Path
     return load
 
 
+def subset(data_dir: Path, out: Path, per_class: int) -> Path:
+    """An ImageFolder of links to the first ``per_class`` images of each class and split."""
+    for split in ("train", "test"):
+        for cls in sorted(p for p in (data_dir / split).iterdir() if p.is_dir()):
+            (out / split / cls.name).mkdir(parents=True)
+            for image in sorted(cls.iterdir())[:per_class]:
+                (out / split / cls.name / image.name).symlink_to(image)
+    return out
+
+
 def timed(fn: Callable[[], object]) -> tuple[float, object]:
     """Wall seconds of one call of ``fn``, and its result."""
     start = time.perf_counter()
@@ -89,14 +99,20 @@ def main() -> int:
     """Time both loaders and print the table."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    parser.add_argument("--per-class", type=int, default=0,
+                        help="time a copy of the first N images of each class (0: all)")
     args = parser.parse_args()
     data_dir = args.data_dir.expanduser().resolve()
     if not (data_dir / "train").is_dir():
         parser.error(f"no CIFAR-10 at {data_dir} (expected <data-dir>/train/<class>/*.jpg)")
+    if args.per_class < 0:
+        parser.error("--per-class must be >= 0")
     torch.set_num_threads(1)  # a client's setting
     rows: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-loaders-") as tmp:
         scratch = Path(tmp)
+        if args.per_class:
+            data_dir = subset(data_dir, scratch / "subset", args.per_class)
         os.environ["FL_APP_CACHE_DIR"] = "off"
         forget_ours()
         first, (x, _) = timed(lambda: ours(data_dir)(0))
@@ -110,14 +126,14 @@ def main() -> int:
         print(f"ours: {tuple(x.shape)} in {first:.1f} s", flush=True)
 
         hf_cache = scratch / "hf"
-        first, (x, _) = timed(lambda: flwr_datasets_loader(data_dir, hf_cache)(0))
-        loader = flwr_datasets_loader(data_dir, hf_cache)
+        first, (loader, (x, _)) = timed(lambda: (lambda load: (load, load(0)))(
+            flwr_datasets_loader(data_dir, hf_cache)))
         following, _ = timed(lambda: loader(1))
         again, _ = timed(lambda: flwr_datasets_loader(data_dir, hf_cache)(2))
         rows["flwr-datasets"] = {"first": first, "next": following, "again": again}
         print(f"flwr-datasets: {tuple(x.shape)} in {first:.1f} s", flush=True)
     header = f"{'loader':<15} {'first partition':>16} {'next partition':>15} {'new process':>12}"
-    print("\nseconds; 100 IID partitions of 500 CIFAR-10 images, one torch thread")
+    print(f"\nseconds; 100 IID partitions of {len(x)} CIFAR-10 images, one torch thread")
     print(header)
     print("-" * len(header))
     for name, r in rows.items():

@@ -345,6 +345,8 @@ DOCS: dict[str, Runs | CoveredBy] = {
     "benchmarks/bench_shared_prefix.py": Runs(append("--rounds 2 --start 2 --attacks ipm alie"),
                                               exits_zero("identical: True")),
     "benchmarks/bench_gpu.py": Runs(append("--quick"), exits_zero("epoch, DP-SGD")),
+    "benchmarks/bench_loaders.py": Runs(append("--per-class 10"),
+                                        exits_zero("flwr-datasets", "next partition")),
     "benchmarks/bench_round.py": Runs(append("--dataset digits --rounds 2 --repeats 1 "
                                              "--skip flower-2cpu"),
                                       bench_round_checks),

@@ -85,7 +85,19 @@ def _end_job(signum: int, frame: object) -> None:
     own threads; and a job killed mid-cell has nothing to save (the cell's checkpoint
     is on disk, and the next sweep resumes it).
     """
-    for pid in _descendants(os.getpid()):
+    # Stop the whole tree first, again until no new process shows up: a process Ray
+    # spawns while we kill (an agent started by a raylet) would otherwise be reparented
+    # away from this tree before we see it, and outlive the job.
+    stopped: set[int] = set()
+    for _ in range(20):
+        new = [pid for pid in _descendants(os.getpid()) if pid not in stopped]
+        if not new:
+            break
+        for pid in new:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGSTOP)
+        stopped.update(new)
+    for pid in stopped:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGKILL)
     os._exit(128 + signum)
