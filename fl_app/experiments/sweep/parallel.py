@@ -78,6 +78,23 @@ def _descendants(root: int) -> list[int]:
     return found
 
 
+_ray_session_dir = ""  # this job's Ray session folder, set once its Ray instance is up
+
+
+def _session_processes(session_dir: str) -> list[int]:
+    """Processes holding a file open under ``session_dir`` (Ray's daemons and agents log there).
+
+    Ray renames its processes (``ray::DashboardAgent``), and an agent may no longer be a
+    descendant of this job when it is killed; its open log files still name the session.
+    """
+    found = []
+    for fd_dir in Path("/proc").glob("[0-9]*/fd"):
+        with contextlib.suppress(OSError):
+            if any(os.readlink(fd).startswith(session_dir + "/") for fd in fd_dir.iterdir()):
+                found.append(int(fd_dir.parent.name))
+    return found
+
+
 def _end_job(signum: int, frame: object) -> None:
     """Kill this job's process tree (its Ray instance and actors), then exit.
 
@@ -90,7 +107,10 @@ def _end_job(signum: int, frame: object) -> None:
     # away from this tree before we see it, and outlive the job.
     stopped: set[int] = set()
     for _ in range(20):
-        new = [pid for pid in _descendants(os.getpid()) if pid not in stopped]
+        tree = _descendants(os.getpid())
+        if _ray_session_dir:
+            tree += _session_processes(_ray_session_dir)
+        new = [pid for pid in tree if pid not in stopped and pid != os.getpid()]
         if not new:
             break
         for pid in new:
@@ -127,6 +147,11 @@ def _start_job(num_cpus: int, quiet: bool, parent_pid: int) -> None:
     quiet_flower(quiet).__enter__()  # for the worker's lifetime, as the sequential sweep
     signal.signal(signal.SIGTERM, _end_job)
     open_session(num_cpus)
+    global _ray_session_dir
+    with contextlib.suppress(Exception):  # best effort: the process tree is killed anyway
+        import ray
+
+        _ray_session_dir = ray._private.worker._global_node.get_session_dir_path()
     # again: ray.init installs its own handler, which exits and leaves Ray running
     signal.signal(signal.SIGTERM, _end_job)
     import atexit
