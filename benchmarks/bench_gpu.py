@@ -47,8 +47,7 @@ from bench_round import (
 from fl_app.config import parse_run_config
 from fl_app.experiments.simulate import simulate
 from fl_app.federation.roles import build_run_model
-from fl_app.learning.data import load_partition_on
-from fl_app.learning.device import cuda_devices_seen
+from fl_app.learning.device import cuda_devices_seen, load_partition_on
 from fl_app.privacy import DPSettings, new_accountant, train_private
 from fl_app.privacy.randomness import seeded_generator
 from fl_app.task import train

@@ -21,8 +21,8 @@ from fl_app.audit.membership_audit import member_rows
 from fl_app.config import RunConfig, parse_run_config, with_overrides
 from fl_app.errors import ConfigError
 from fl_app.federation.roles import build_run_model, is_byzantine, wrap_byzantine
-from fl_app.learning.data import load_partition_on, partition_indices
-from fl_app.learning.device import cuda_devices_seen, resolve_device
+from fl_app.learning.data import partition_indices
+from fl_app.learning.device import cuda_devices_seen, load_partition_on, resolve_device
 from fl_app.privacy.levels import DP_LEVELS
 from fl_app.privacy.randomness import dp_generator, resolve_noise_source, running_in_simulation
 from fl_app.task import evaluate, get_weights, set_weights, train

@@ -32,8 +32,8 @@ from fl_app.federation.progress import ProgressGuard
 from fl_app.federation.roles import aggregation_options, build_run_model, omniscient_hook
 from fl_app.federation.sampling import PartitionSampler
 from fl_app.federation.server_loop import ResumableServer
-from fl_app.learning.data import load_test_set, load_test_set_on
-from fl_app.learning.device import model_device, resolve_device
+from fl_app.learning.data import load_test_set
+from fl_app.learning.device import load_test_set_on, model_device, resolve_device
 from fl_app.privacy.levels.central import CentralDPStrategy
 from fl_app.privacy.randomness import central_noise_generator
 from fl_app.runs.checkpoint import Checkpoint, checkpoint_to_resume, save_checkpoint

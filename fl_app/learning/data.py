@@ -352,26 +352,6 @@ def load_partition(cfg: DataConfig, partition_id: int, num_partitions: int,
     return _decode(cfg, split, rows)
 
 
-@functools.lru_cache(maxsize=PARTITION_CACHE_SIZE)
-def _partition_on_accelerator(device: torch.device, cfg: DataConfig, partition_id: int,
-                              num_partitions: int, split: str
-                              ) -> tuple[torch.Tensor, torch.Tensor]:
-    x, y = load_partition(cfg, partition_id, num_partitions, split)
-    return x.to(device), y.to(device)
-
-
-def load_partition_on(device: torch.device, cfg: DataConfig, partition_id: int,
-                      num_partitions: int, split: str = "train"
-                      ) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`load_partition` on ``device``: copied there once per process, then kept.
-
-    On the CPU it is :func:`load_partition` itself (no copy).
-    """
-    if device.type == "cpu":
-        return load_partition(cfg, partition_id, num_partitions, split)
-    return _partition_on_accelerator(device, cfg, partition_id, num_partitions, split)
-
-
 def split_size(cfg: DataConfig, split: str = "train") -> int:
     """The number of examples in ``split``."""
     check_data_config(cfg)
@@ -391,16 +371,3 @@ def load_test_set(cfg: DataConfig) -> tuple[torch.Tensor, torch.Tensor]:
     cat = _catalogue(cfg.dataset, cfg.data_dir, "test")
     return _decode(cfg, "test", np.arange(len(cat.labels)))
 
-
-@functools.lru_cache(maxsize=2)
-def _test_set_on_accelerator(device: torch.device, cfg: DataConfig
-                             ) -> tuple[torch.Tensor, torch.Tensor]:
-    x, y = load_test_set(cfg)
-    return x.to(device), y.to(device)
-
-
-def load_test_set_on(device: torch.device, cfg: DataConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`load_test_set` on ``device``, copied once per process (the CPU: no copy)."""
-    if device.type == "cpu":
-        return load_test_set(cfg)
-    return _test_set_on_accelerator(device, cfg)

@@ -16,18 +16,20 @@
 Every process resolves the key for itself (:func:`resolve_device`): the server for its
 central evaluation, each client for its training (honest, Byzantine, either DP engine),
 an audit for its model. Data decoded once per process moves to the device once per
-process too (:func:`fl_app.learning.data.load_partition_on`). Weights travel as numpy
+process too (:func:`load_partition_on`). Weights travel as numpy
 arrays (:func:`fl_app.task.get_weights` copies them to the CPU), so a GPU client and a
 CPU server federate as any two clients do.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 
 import torch
 
 from fl_app.errors import ConfigError
+from fl_app.learning.data import PARTITION_CACHE_SIZE, DataConfig, load_partition, load_test_set
 
 KEY_DEVICE = "device"
 DEVICE_CHOICES = "'auto', 'cpu', 'cuda' or 'cuda:N'"
@@ -107,3 +109,37 @@ def model_device(model: torch.nn.Module) -> torch.device:
     """The device of ``model``'s parameters (the CPU for a model without any)."""
     first = next(model.parameters(), None)
     return torch.device("cpu") if first is None else first.device
+
+
+@functools.lru_cache(maxsize=PARTITION_CACHE_SIZE)
+def _partition_on_accelerator(device: torch.device, cfg: DataConfig, partition_id: int,
+                              num_partitions: int, split: str
+                              ) -> tuple[torch.Tensor, torch.Tensor]:
+    x, y = load_partition(cfg, partition_id, num_partitions, split)
+    return x.to(device), y.to(device)
+
+
+def load_partition_on(device: torch.device, cfg: DataConfig, partition_id: int,
+                      num_partitions: int, split: str = "train"
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`load_partition` on ``device``: copied there once per process, then kept.
+
+    On the CPU it is :func:`load_partition` itself (no copy).
+    """
+    if device.type == "cpu":
+        return load_partition(cfg, partition_id, num_partitions, split)
+    return _partition_on_accelerator(device, cfg, partition_id, num_partitions, split)
+
+
+@functools.lru_cache(maxsize=2)
+def _test_set_on_accelerator(device: torch.device, cfg: DataConfig
+                             ) -> tuple[torch.Tensor, torch.Tensor]:
+    x, y = load_test_set(cfg)
+    return x.to(device), y.to(device)
+
+
+def load_test_set_on(device: torch.device, cfg: DataConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`load_test_set` on ``device``, copied once per process (the CPU: no copy)."""
+    if device.type == "cpu":
+        return load_test_set(cfg)
+    return _test_set_on_accelerator(device, cfg)

@@ -16,7 +16,7 @@ from fl_app.errors import ConfigError, ConfigErrors
 from fl_app.experiments.simulate import simulate
 from fl_app.federation.checks import client_device_errors
 from fl_app.learning import data as fl_data
-from fl_app.learning.device import resolve_device
+from fl_app.learning.device import load_partition_on, load_test_set_on, resolve_device
 from fl_app.privacy.randomness import noise_generator_on, seeded_generator
 from fl_app.server_app import initial_weights
 
@@ -119,15 +119,15 @@ def test_a_client_reports_its_cuda_devices_and_refuses_a_device_it_lacks(monkeyp
 def test_data_moves_to_the_device_once_per_process_and_not_at_all_on_the_cpu():
     cfg = fl_data.DataConfig()
     cpu = fl_data.load_partition(cfg, 3, 10, "train")
-    assert fl_data.load_partition_on(torch.device("cpu"), cfg, 3, 10) is cpu  # no copy
-    assert fl_data.load_test_set_on(torch.device("cpu"), cfg) is fl_data.load_test_set(cfg)
+    assert load_partition_on(torch.device("cpu"), cfg, 3, 10) is cpu  # no copy
+    assert load_test_set_on(torch.device("cpu"), cfg) is fl_data.load_test_set(cfg)
     # "meta" stands in for an accelerator on this CPU-only machine: a copy, made once
     meta = torch.device("meta")
-    first = fl_data.load_partition_on(meta, cfg, 3, 10)
+    first = load_partition_on(meta, cfg, 3, 10)
     assert first[0].device == meta and first[0].shape == cpu[0].shape
-    assert fl_data.load_partition_on(meta, cfg, 3, 10) is first
-    test = fl_data.load_test_set_on(meta, cfg)
-    assert test[0].device == meta and fl_data.load_test_set_on(meta, cfg) is test
+    assert load_partition_on(meta, cfg, 3, 10) is first
+    test = load_test_set_on(meta, cfg)
+    assert test[0].device == meta and load_test_set_on(meta, cfg) is test
 
 
 def test_dp_noise_on_the_cpu_draws_from_the_clients_own_generator():
