@@ -192,7 +192,12 @@ def flwr_run(fed: Federation, run_config: str) -> tuple[int, str]:
     out = res.stdout + res.stderr
     started = re.search(r"Successfully started run (\d+)", out)
     assert res.returncode == 0 and started, f"flwr run failed:\n{out}\n{fed.processes.logs()}"
-    return int(started.group(1)), out
+    run_id = int(started.group(1))
+    # The stream ends when the run is marked finished, which can be before the
+    # ServerApp's last log upload lands (a refusal at start then streams no error):
+    # the whole log, read after the end, has every line.
+    full_log = fed.flwr("log", str(run_id), CONNECTION, "--show")
+    return run_id, out + full_log.stdout + full_log.stderr
 
 
 def run_status(fed: Federation, run_id: int) -> str:
