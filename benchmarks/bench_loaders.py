@@ -65,14 +65,14 @@ def flwr_datasets_loader(data_dir: Path, cache_dir: Path
     from flwr_datasets.partitioner import IidPartitioner
 
     spec = fl_data.get_dataset_spec("cifar10")
-    to_tensor = fl_data._to_tensor_transform(spec)  # the same transform as ours
     fds = FederatedDataset(dataset="imagefolder", data_dir=str(data_dir),
                            partitioners={"train": IidPartitioner(NUM_PARTITIONS)},
                            cache_dir=str(cache_dir))
 
     def load(p: int) -> tuple[torch.Tensor, torch.Tensor]:
         part = fds.load_partition(p, "train")
-        x = torch.stack([to_tensor(img.convert("RGB")) for img in part["image"]])
+        # the same pixels-to-inputs step as ours
+        x = fl_data.normalised(spec, fl_data.pil_pixels(part["image"], "RGB"))
         return x, torch.tensor(part["label"], dtype=torch.int64)
 
     return load

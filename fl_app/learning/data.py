@@ -28,7 +28,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -41,7 +41,6 @@ from fl_app.errors import ConfigError, DataUnavailableError
 if TYPE_CHECKING:
     import datasets
     from flwr_datasets.partitioner import Partitioner
-    from torchvision import transforms
 
 # datasets, flwr-datasets and torchvision are imported where used: together they
 # take seconds to import, and a deployed ClientApp process starts for every message.
@@ -125,13 +124,45 @@ class _Catalogue:
 
     labels: np.ndarray
     rows: Sequence  # per-row handle: an index, a file path or a hub row
-    decode_one: object  # callable(row) -> float tensor C x H x W
+    decode_rows: Callable[[np.ndarray], torch.Tensor]  # row numbers -> N x C x H x W inputs
 
 
-def _to_tensor_transform(spec: DatasetSpec) -> transforms.Compose:
-    from torchvision import transforms
+def standardised(spec: DatasetSpec, x: torch.Tensor) -> torch.Tensor:
+    """The images of a batch in ``[0, 1]``, standardised: ``Normalize(spec.mean, spec.std)``."""
+    from torchvision.transforms.functional import normalize
 
-    return transforms.Compose([transforms.ToTensor(), transforms.Normalize(spec.mean, spec.std)])
+    return normalize(x, list(spec.mean), list(spec.std))
+
+
+def normalised(spec: DatasetSpec, pixels: torch.Tensor) -> torch.Tensor:
+    """The model inputs of ``N x C x H x W`` uint8 ``pixels``: ``ToTensor`` then ``Normalize``.
+
+    torchvision's ``ToTensor`` (``x / 255``) and ``Normalize(mean, std)``, applied to
+    the whole batch at once: the same values as the per-image transform, without its
+    per-image cost.
+    """
+    return standardised(spec, pixels.float().div(255))
+
+
+def pil_pixels(images: Iterable[object], mode: str) -> torch.Tensor:
+    """The ``N x C x H x W`` uint8 pixels of PIL images, each converted to ``mode``.
+
+    The arrays PIL hands over, stacked once: about 1.6x faster per CIFAR-10 JPEG
+    than ``ToTensor`` image by image. (torchvision.io's decoders are faster still,
+    but deprecated since torchvision 0.29.)
+    """
+    arrays = [np.asarray(image.convert(mode)) for image in images]
+    pixels = torch.from_numpy(np.stack(arrays))
+    return pixels.unsqueeze(1) if pixels.ndim == 3 else pixels.permute(0, 3, 1, 2)
+
+
+def _opened(paths: Iterable[str]) -> Iterator[object]:
+    """Each image file opened with PIL, closed once the next one is asked for."""
+    from PIL import Image
+
+    for path in paths:
+        with Image.open(path) as image:
+            yield image
 
 
 @functools.cache
@@ -177,30 +208,20 @@ def _hub_split(spec: DatasetSpec, split: str) -> datasets.Dataset:
 @functools.lru_cache(maxsize=4)
 def _catalogue(dataset: str, data_dir: str, split: str) -> _Catalogue:
     spec = get_dataset_spec(dataset)
-    to_tensor = _to_tensor_transform(spec)
     if dataset == "digits":
         x_train, y_train, x_test, y_test = _digits_arrays()
         x, y = (x_train, y_train) if split == "train" else (x_test, y_test)
-        from torchvision import transforms
-
-        normalise = transforms.Normalize(spec.mean, spec.std)
-        return _Catalogue(y, range(len(y)),
-                          lambda i: normalise(torch.from_numpy(x[i]).unsqueeze(0)))
+        return _Catalogue(y, range(len(y)), lambda rows: standardised(
+            spec, torch.from_numpy(x[rows]).unsqueeze(1)))
     mode = "RGB" if spec.input_shape[0] == 3 else "L"
     if data_dir:
         labels, paths = _imagefolder_rows(Path(data_dir).expanduser() / split)
-
-        def decode_file(path: str) -> torch.Tensor:
-            from PIL import Image
-
-            with Image.open(path) as img:
-                return to_tensor(img.convert(mode))
-
-        return _Catalogue(labels, paths, decode_file)
+        return _Catalogue(labels, paths, lambda rows: normalised(
+            spec, pil_pixels(_opened(paths[int(r)] for r in rows), mode)))
     hub = _hub_split(spec, split)
     labels = np.asarray(hub[spec.label_column], dtype=np.int64)
-    return _Catalogue(labels, range(len(labels)),
-                      lambda i: to_tensor(hub[int(i)][spec.image_column].convert(mode)))
+    return _Catalogue(labels, range(len(labels)), lambda rows: normalised(
+        spec, pil_pixels((hub[int(r)][spec.image_column] for r in rows), mode)))
 
 
 def _make_partitioner(cfg: DataConfig, num_partitions: int) -> Partitioner:
@@ -332,7 +353,7 @@ def _decode(cfg: DataConfig, split: str, rows: np.ndarray) -> tuple[torch.Tensor
     cache_file = _decode_cache_file(cfg, split, rows)
     x = _read_cached(cache_file, (len(rows), *shape))
     if x is None:
-        x = torch.stack([cat.decode_one(cat.rows[int(r)]) for r in rows])
+        x = cat.decode_rows(rows)
         if tuple(x.shape[1:]) == shape and cache_file is not None:
             _write_cached(cache_file, x)
     if tuple(x.shape[1:]) != shape:

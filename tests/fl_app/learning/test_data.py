@@ -122,3 +122,50 @@ def test_flwr_datasets_label_skew_partitioners_keep_their_definitions(partitioni
         assert min(classes) < 10
     again = partition_indices(parse_run_config({"partitioning": partitioning, **extra}).data, 10)
     assert all(np.array_equal(a, b) for a, b in zip(parts, again, strict=True))
+
+
+def pil_inputs(paths, mode, spec):
+    """The reference: PIL's convert, then torchvision's per-image ToTensor and Normalize."""
+    from PIL import Image
+    from torchvision import transforms
+
+    to_input = transforms.Compose([transforms.ToTensor(),
+                                   transforms.Normalize(spec.mean, spec.std)])
+    out = []
+    for path in paths:
+        with Image.open(path) as img:
+            out.append(to_input(img.convert(mode)))
+    return torch.stack(out)
+
+
+def test_decoded_cifar_partitions_equal_torchvisions_per_image_transforms(cifar_dir,
+                                                                           monkeypatch):
+    """The batched decode of the real JPEGs gives exactly ToTensor + Normalize image by image."""
+    from fl_app.learning.data import _catalogue, get_dataset_spec
+
+    monkeypatch.setenv("FL_APP_CACHE_DIR", "off")  # decode now, not a cached copy
+    cfg = DataConfig(dataset="cifar10", data_dir=str(cifar_dir))
+    x, _ = load_partition.__wrapped__(cfg, 7, 100)  # not the per-process cache either
+    cat = _catalogue("cifar10", str(cifar_dir), "train")
+    paths = [cat.rows[int(r)] for r in partition_indices(cfg, 100)[7]]
+    assert torch.equal(x, pil_inputs(paths, "RGB", get_dataset_spec("cifar10")))
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L"])
+def test_batched_pixels_of_any_image_equal_the_per_image_transforms(mode):
+    """Grey, RGBA and palette images, in either mode: the per-image transforms' values."""
+    from PIL import Image
+
+    from fl_app.learning.data import get_dataset_spec, normalised, pil_pixels
+
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    images = [Image.fromarray(rgb), Image.fromarray(rgb[..., 0]),
+              Image.fromarray(np.dstack([rgb, rgb[..., :1]])), Image.fromarray(rgb).quantize(16)]
+    spec = get_dataset_spec("cifar10" if mode == "RGB" else "mnist")
+    from torchvision import transforms
+
+    to_input = transforms.Compose([transforms.ToTensor(),
+                                   transforms.Normalize(spec.mean, spec.std)])
+    expected = torch.stack([to_input(image.convert(mode)) for image in images])
+    assert torch.equal(normalised(spec, pil_pixels(images, mode)), expected)
