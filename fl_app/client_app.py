@@ -17,7 +17,7 @@ from flwr.common import ConfigRecord, Context, NDArrays, RecordDict, Scalar
 
 from fl_app import keys
 from fl_app.audit.canaries import canary_examples, run_canaries
-from fl_app.audit.membership_audit import member_rows
+from fl_app.audit.members import member_rows
 from fl_app.config import RunConfig, parse_run_config, with_overrides
 from fl_app.errors import ConfigError
 from fl_app.federation.roles import build_run_model, is_byzantine, wrap_byzantine

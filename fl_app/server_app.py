@@ -170,13 +170,20 @@ def server_fn(context: Context, overrides: Mapping[str, Scalar] | None = None,
         sampler.set_state(checkpoint.sampler_state)
         strategy.set_state(checkpoint.strategy_state)  # a centre, a momentum buffer
 
-    def save(server_round: int, parameters: Parameters) -> None:
+    def round_state() -> tuple[dict, dict[str, np.ndarray]]:
+        """The sampler's and the strategy's state as a round ends (copies)."""
+        return sampler.get_state(), {k: np.array(v, copy=True)
+                                     for k, v in strategy.get_state().items()}
+
+    def save(server_round: int, parameters: Parameters,
+             state: tuple[dict, dict[str, np.ndarray]]) -> None:
+        sampler_state, strategy_state = state
         save_checkpoint(run_dir, Checkpoint(
             server_round, parameters_to_ndarrays(parameters), cfg.as_dict(),
-            sampler.get_state(), recorder.get_state(), strategy.get_state()))
+            sampler_state, recorder.get_state(), strategy_state))
 
     server = ResumableServer(
-        client_manager=sampler, strategy=strategy, on_round_end=save,
+        client_manager=sampler, strategy=strategy, on_round_end=save, round_state=round_state,
         before_first_round=start_checks(cfg, recorder), on_failure=recorder.fail,
         start_after=checkpoint.server_round if checkpoint else None,
         start_weights=checkpoint.weights if checkpoint else None)

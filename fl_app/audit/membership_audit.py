@@ -18,7 +18,6 @@ the target's configuration (printed).
 
 from __future__ import annotations
 
-import functools
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -29,26 +28,16 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_curve
 
+from fl_app.audit.members import MEMBER_STREAM, member_rows
 from fl_app.audit.membership import lira_offline_scores, logit_confidence, loss_scores, roc_summary
 from fl_app.audit.reconstruction_audit import load_final_model
-from fl_app.learning.data import DataConfig, load_rows, load_test_set, split_size
+from fl_app.learning.data import DataConfig, load_rows, load_test_set
 from fl_app.learning.device import model_device
 from fl_app.runs import layout
 
 AUDIT_FILE = "audit.json"
 FIGURE_FILE = "roc.png"
-MEMBER_STREAM = 0x3E3B  # the member draw, apart from every other generator
 SHADOW_SEED_OFFSET = 1000  # shadow i runs with seed = target seed + 1000 + i
-
-
-@functools.lru_cache(maxsize=8)
-def member_rows(data: DataConfig, num_members: int) -> np.ndarray:
-    """The training rows under audit (independent of the run's seed, sorted)."""
-    num_train = split_size(data, "train")
-    if not 1 <= num_members <= num_train:
-        raise ValueError(f"the audit needs 1 to {num_train} members; got {num_members}")
-    rng = np.random.default_rng([MEMBER_STREAM, num_members])
-    return np.sort(rng.choice(num_train, size=num_members, replace=False))
 
 
 def candidates(data: DataConfig, num_members: int, exclude_test_rows: Sequence[int] = ()

@@ -17,7 +17,7 @@ from flwr.server.client_proxy import ClientProxy
 from attacks.assignment import byzantine_partitions
 from fl_app import keys
 from fl_app.audit.canaries import run_canaries
-from fl_app.audit.membership_audit import member_rows
+from fl_app.audit.members import member_rows
 from fl_app.config import RunConfig
 from fl_app.errors import ConfigError, ConfigErrors
 from fl_app.federation.roles import aggregation_options, sampled_per_round

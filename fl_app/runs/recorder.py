@@ -168,8 +168,15 @@ class RunRecorder:
 
     # -- called by the strategy after aggregation, then by central evaluation
     def on_fit_round(self, report: Any) -> None:
-        """Keep the training round's report until its evaluation arrives."""
+        """Keep the training round's report until its evaluation arrives.
+
+        The DP accountants it carries are taken now, not with the row: the next
+        round's fit instructions (sent while this round is evaluated) hand them back.
+        """
         self._fit = report
+        for cid, m in getattr(report, "received", {}).items():
+            if isinstance(m.get(keys.DP_ACCOUNTANT_STATE), str):
+                self.dp_accountants[self.label(cid)] = m[keys.DP_ACCOUNTANT_STATE]
 
     def on_evaluate(self, server_round: int, loss: float, accuracy: float,
                     weights: list[np.ndarray], backdoor_accuracy: float | None = None) -> None:
@@ -219,9 +226,6 @@ class RunRecorder:
         honest_losses = [float(m[keys.TRAIN_LOSS]) for i, m in enumerate(metrics)
                          if i not in byz_rows and keys.TRAIN_LOSS in m and m.get(keys.TRAINED, 1)]
         eps = [float(m[keys.EPSILON]) for m in metrics if float(m.get(keys.EPSILON, -1)) >= 0]
-        for cid, m in getattr(fit, "received", {}).items():
-            if isinstance(m.get(keys.DP_ACCOUNTANT_STATE), str):
-                self.dp_accountants[self.label(cid)] = m[keys.DP_ACCOUNTANT_STATE]
         for i, m in enumerate(metrics):
             self.clients.append({
                 "round": fit.server_round, "node": fit.client_ids[i], "partition": parts[i],

@@ -45,7 +45,7 @@ def test_logit_confidence_is_finite_at_certainty():
 
 
 def test_the_members_are_one_fixed_draw_and_a_shadow_client_drops_them():
-    from fl_app.audit.membership_audit import member_rows
+    from fl_app.audit.members import member_rows
     from fl_app.client_app import HonestClient
     from fl_app.config import parse_run_config
     from fl_app.learning.data import partition_indices

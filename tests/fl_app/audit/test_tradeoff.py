@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from fl_app.audit.cli import main
-from fl_app.audit.membership_audit import MEMBER_STREAM, candidates
+from fl_app.audit.members import MEMBER_STREAM
+from fl_app.audit.membership_audit import candidates
 from fl_app.audit.tradeoff import SETTINGS, plan_tradeoff
 from fl_app.config import parse_run_config
 from fl_app.learning.data import load_test_set
