@@ -265,8 +265,9 @@ DOCS: dict[str, Runs | CoveredBy] = {
     # -- sweeps
     "--grid dp=true dp-noise-multiplier=0.5,1.0,2.0": Runs(
         replace(("num-server-rounds=10", "num-server-rounds=1"),  # and 2 clients, not 10
-                ("fraction-fit=0.2", "fraction-fit=0.04")),
-        sweep_cells("fl-sweeps/dp-cifar", 4), 900),
+                ("fraction-fit=0.2", "fraction-fit=0.04"),
+                ("dp-noise-multiplier=0.5,1.0,2.0", "dp-noise-multiplier=1.0")),  # both grids
+        sweep_cells("fl-sweeps/dp-cifar", 2), 900),
     "--preset seed-krum-ipm --set data-dir=": Runs(
         # 24 runs of 50 rounds on 100 nodes: every cell is planned and validated here
         append("--dry-run"), exits_zero("cell 24/24 num-attackers=0,attack=none,strategy=krum")),
@@ -340,7 +341,7 @@ DOCS: dict[str, Runs | CoveredBy] = {
                                       exits_zero("geometric-median")),
     "benchmarks/bench_scale.py": Runs(  # on CIFAR-10 100 nodes, so 500 images each
         each_command(lambda c: f"{with_cifar(c)} --nodes {100 if 'cifar10' in c else 10} "
-                               "--clients 5 --rounds 2"),
+                               "--clients 5 --rounds 1"),
         exits_zero("accuracy")),
     "benchmarks/bench_shared_prefix.py": Runs(append("--rounds 2 --start 2 --attacks ipm alie"),
                                               exits_zero("identical: True")),
