@@ -34,10 +34,12 @@ from flwr.server.client_manager import ClientManager
 from flwr.server.server import FitResultsAndFailures, fit_clients
 from flwr.server.strategy import Strategy
 
+from fl_app.errors import FLAppError
+
 log = logging.getLogger(__name__)
 
 
-class RoundAbandonedError(RuntimeError):
+class RoundAbandonedError(FLAppError, RuntimeError):
     """The loop stopped before this round's end state was known: no checkpoint for it."""
 
 
