@@ -88,12 +88,10 @@ class ResumableServer(Server):
                                     thread_name_prefix="central-evaluation") as evaluator:
                 self._evaluator = evaluator
                 try:
-                    result = self._fit(num_rounds, timeout)
+                    return self._fit(num_rounds, timeout)  # it waits for the last round
                 except BaseException:
-                    self._settle(failing=True)
+                    self._settle()
                     raise
-                self._settle(failing=False)
-                return result
         except BaseException as error:
             self.on_failure(error)
             raise
@@ -135,9 +133,8 @@ class ResumableServer(Server):
         instructions = self.strategy.configure_fit(
             server_round=server_round, parameters=self.parameters,
             client_manager=self._client_manager)
-        if not instructions:
+        if not instructions:  # the previous round's end is awaited before this one's
             log.info("configure_fit: no clients selected, cancel")
-            self._wait_for_round_end()
             return None
         results, failures = fit_clients(client_instructions=instructions,
                                         max_workers=self.max_workers, timeout=timeout,
@@ -167,24 +164,20 @@ class ResumableServer(Server):
         if pending is not None:
             pending.result()
 
-    def _settle(self, failing: bool) -> None:
-        """On the way out: let the evaluation in flight finish; abandon a round not ended.
+    def _settle(self) -> None:
+        """On the way out of a failing loop: abandon a round not ended, let its evaluation finish.
 
         A round whose federated evaluation failed has no end state: its row is
         written, its checkpoint is not (a resumed run does that round again). An
-        error of the evaluation itself is raised unless the loop is ``failing``
-        already (then it is logged: the loop's own error is the one to report).
+        error of the evaluation itself is logged: the loop's own error is the one raised.
         """
         state = self._pending_state
         if state is not None and not state.done():
             state.set_exception(RoundAbandonedError("the loop stopped before this round ended"))
         pending, self._pending = self._pending, None
         error = None if pending is None else pending.exception()
-        if error is None or isinstance(error, RoundAbandonedError):
-            return
-        if not failing:
-            raise error
-        log.error("central evaluation failed too: %s", error)
+        if error is not None and not isinstance(error, RoundAbandonedError):
+            log.error("central evaluation failed too: %s", error)
 
     def _evaluate_centrally(self, server_round: int, parameters: Parameters,
                             history: History) -> None:
