@@ -2,8 +2,8 @@
 
 Clients of a shadow federation drop these rows from their data
 (``audit-exclude-members``), and the start check validates their number, so this
-module stays light: the audit's scikit-learn, SciPy and scikit-image take about 2 s
-to import, in every client process (on a real device, one per message).
+module stays light: the audit's scikit-learn, SciPy and scikit-image took about 1.2 s
+of every client process's start (on a real device, one process per message).
 """
 
 from __future__ import annotations
