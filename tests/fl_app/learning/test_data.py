@@ -87,12 +87,20 @@ def test_cifar_imagefolder_partition(cifar_dir):
 
 
 def test_decoded_partitions_are_shared_through_the_disk_cache(cifar_dir, tmp_path, monkeypatch):
+    from fl_app.learning.data import get_dataset_spec, normalised
+
     monkeypatch.setenv("FL_APP_CACHE_DIR", str(tmp_path))
     cfg = DataConfig(dataset="cifar10", data_dir=str(cifar_dir), seed=5)
     x, _ = load_partition.__wrapped__(cfg, 1, 200)
-    (cached,) = tmp_path.glob("cifar10-train-*.npy")
+    (cached,) = tmp_path.glob("cifar10-train-pixels-*.npy")
+    pixels = np.load(cached)  # the uint8 pixels, normalised again when read
+    assert pixels.dtype == np.uint8 and pixels.shape == (250, 3, 32, 32)
+    assert torch.equal(x, normalised(get_dataset_spec("cifar10"), torch.from_numpy(pixels)))
     again, _ = load_partition.__wrapped__(cfg, 1, 200)  # another process would read this
-    assert torch.equal(x, again) and torch.equal(x, torch.from_numpy(np.load(cached)))
+    assert torch.equal(x, again)
+    np.save(cached, x.numpy())  # a same-shaped entry of another dtype is not pixels: ignored
+    assert torch.equal(load_partition.__wrapped__(cfg, 1, 200)[0], x)
+    assert np.load(cached).dtype == np.uint8  # and written again
     monkeypatch.setenv("FL_APP_CACHE_DIR", "off")
     fresh, _ = load_partition.__wrapped__(cfg, 1, 200)
     assert torch.equal(x, fresh)
@@ -138,17 +146,61 @@ def pil_inputs(paths, mode, spec):
     return torch.stack(out)
 
 
-def test_decoded_cifar_partitions_equal_torchvisions_per_image_transforms(cifar_dir,
+@pytest.mark.parametrize("decoder", ["torchcodec", "pil"])
+def test_decoded_cifar_partitions_equal_torchvisions_per_image_transforms(cifar_dir, decoder,
                                                                            monkeypatch):
     """The batched decode of the real JPEGs gives exactly ToTensor + Normalize image by image."""
+    from fl_app.learning import data
     from fl_app.learning.data import _catalogue, get_dataset_spec
 
     monkeypatch.setenv("FL_APP_CACHE_DIR", "off")  # decode now, not a cached copy
+    if decoder == "pil":  # where TorchCodec does not load
+        monkeypatch.setattr(data, "_jpeg_decoder", lambda: None)
     cfg = DataConfig(dataset="cifar10", data_dir=str(cifar_dir))
     x, _ = load_partition.__wrapped__(cfg, 7, 100)  # not the per-process cache either
     cat = _catalogue("cifar10", str(cifar_dir), "train")
     paths = [cat.rows[int(r)] for r in partition_indices(cfg, 100)[7]]
     assert torch.equal(x, pil_inputs(paths, "RGB", get_dataset_spec("cifar10")))
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L"])
+def test_jpegs_of_every_kind_decode_to_pils_pixels(tmp_path, mode):
+    """Progressive, chroma-subsampled, grey and CMYK JPEGs of odd sizes: PIL's pixels exactly."""
+    from PIL import Image
+
+    from fl_app.learning.data import _jpeg_decoder, image_file_pixels
+
+    assert _jpeg_decoder() is not None  # TorchCodec is a dependency: it must load here
+    rng = np.random.default_rng(1)
+    noise = rng.integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    smooth = np.asarray(Image.fromarray(noise).resize((53, 37), Image.BILINEAR))
+    variants = [(Image.fromarray(src), {"subsampling": sub, "progressive": prog, "quality": q})
+                for src in (noise, smooth) for sub in (0, 1, 2) for prog in (False, True)
+                for q in (50, 95)]
+    variants += [(Image.fromarray(noise[..., 1]), {}), (Image.fromarray(noise).convert("CMYK"), {})]
+    paths = []
+    for k, (image, options) in enumerate(variants):
+        paths.append(str(tmp_path / f"{k}.jpg"))
+        image.save(paths[-1], **options)
+    for path in paths:  # one at a time: a batch must be of one size
+        with Image.open(path) as image:
+            expected = np.asarray(image.convert(mode))
+        got = image_file_pixels([path], mode)[0].permute(1, 2, 0).numpy()
+        assert np.array_equal(got.squeeze(-1) if mode == "L" else got, expected), path
+
+
+def test_without_torchcodec_jpegs_decode_with_pil_and_say_so(monkeypatch):
+    import sys
+
+    from fl_app.learning import data
+
+    monkeypatch.setitem(sys.modules, "torchcodec.decoders", None)  # its import now fails
+    data._jpeg_decoder.cache_clear()
+    try:
+        with pytest.warns(UserWarning, match="decoding JPEGs with PIL"):
+            assert data._jpeg_decoder() is None
+    finally:
+        data._jpeg_decoder.cache_clear()
 
 
 @pytest.mark.parametrize("mode", ["RGB", "L"])
