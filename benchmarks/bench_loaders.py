@@ -4,8 +4,9 @@ Both produce what a client trains on, the float tensors of one partition (500 im
 of 100 IID partitions), from ``<data-dir>/{train,test}/<class>/*.jpg``:
 
 * **ours** (:func:`fl_app.learning.data.load_partition`): the file list and labels,
-  flwr-datasets' partitioner over the label column, then PIL decodes only the
-  partition's JPEGs (torchvision ``ToTensor`` + ``Normalize``); decoded partitions are
+  flwr-datasets' partitioner over the label column, then TorchCodec (PIL where it does
+  not load) decodes only the partition's JPEGs (torchvision ``ToTensor`` + ``Normalize``
+  values); decoded partitions are
   kept per process and shared between processes through an on-disk ``.npy`` cache.
 * **flwr-datasets** (``FederatedDataset(dataset="imagefolder", data_dir=...)``, Hugging
   Face's ImageFolder builder): it reads every image of both splits into an Arrow cache

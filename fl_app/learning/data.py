@@ -192,12 +192,17 @@ def image_file_pixels(paths: Sequence[str], mode: str) -> torch.Tensor:
     for), about 3x faster than PIL for CIFAR-10's: the same libjpeg-turbo decode,
     so the RGB pixels are PIL's exactly (all 60,000 CIFAR-10 JPEGs compared, and
     progressive, subsampled, grey and CMYK ones in the tests); grey is PIL's luma
-    of them. Other formats, or no TorchCodec, go through PIL.
+    of them. Other formats, or no TorchCodec, go through PIL; so does a batch that
+    TorchCodec refuses, so that a broken file's error is PIL's, naming the file
+    (TorchCodec's does not say which of the batch it was).
     """
     decode = _jpeg_decoder()
     if decode is None or not all(p.lower().endswith((".jpg", ".jpeg")) for p in paths):
         return pil_pixels(_opened(paths), mode)
-    rgb = torch.stack(decode(list(paths), mode="RGB"))
+    try:
+        rgb = torch.stack(decode(list(paths), mode="RGB"))
+    except RuntimeError:
+        return pil_pixels(_opened(paths), mode)
     return rgb if mode == "RGB" else pil_luma(rgb)
 
 

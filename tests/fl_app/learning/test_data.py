@@ -189,6 +189,18 @@ def test_jpegs_of_every_kind_decode_to_pils_pixels(tmp_path, mode):
         assert np.array_equal(got.squeeze(-1) if mode == "L" else got, expected), path
 
 
+def test_a_broken_jpeg_is_named_in_the_error(tmp_path):
+    from PIL import Image, UnidentifiedImageError
+
+    from fl_app.learning.data import image_file_pixels
+
+    good, broken = tmp_path / "good.jpg", tmp_path / "broken.jpg"
+    Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(good)
+    broken.write_bytes(b"not an image")
+    with pytest.raises(UnidentifiedImageError, match=r"broken\.jpg"):
+        image_file_pixels([str(good), str(broken)], "RGB")
+
+
 def test_without_torchcodec_jpegs_decode_with_pil_and_say_so(monkeypatch):
     import sys
 
