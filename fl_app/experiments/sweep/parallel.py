@@ -29,6 +29,7 @@ from fl_app.experiments.sweep.cells import Cell, CellRunner, SweepResult
 from fl_app.experiments.sweep.progress import SweepProgress, quiet_flower
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
+PR_SET_CHILD_SUBREAPER = 36
 
 
 def machine_cores() -> int:
@@ -78,23 +79,6 @@ def _descendants(root: int) -> list[int]:
     return found
 
 
-_ray_session_dir = ""  # this job's Ray session folder, set once its Ray instance is up
-
-
-def _session_processes(session_dir: str) -> list[int]:
-    """Processes holding a file open under ``session_dir`` (Ray's daemons and agents log there).
-
-    Ray renames its processes (``ray::DashboardAgent``), and an agent may no longer be a
-    descendant of this job when it is killed; its open log files still name the session.
-    """
-    found = []
-    for fd_dir in Path("/proc").glob("[0-9]*/fd"):
-        with contextlib.suppress(OSError):
-            if any(os.readlink(fd).startswith(session_dir + "/") for fd in fd_dir.iterdir()):
-                found.append(int(fd_dir.parent.name))
-    return found
-
-
 def _end_job(signum: int, frame: object) -> None:
     """Kill this job's process tree (its Ray instance and actors), then exit.
 
@@ -103,14 +87,12 @@ def _end_job(signum: int, frame: object) -> None:
     is on disk, and the next sweep resumes it).
     """
     # Stop the whole tree first, again until no new process shows up: a process Ray
-    # spawns while we kill (an agent started by a raylet) would otherwise be reparented
-    # away from this tree before we see it, and outlive the job.
+    # spawns while we kill (an agent started by a raylet) must be stopped before it
+    # can start more. Orphans come back to this job (:func:`_adopt_orphans`), so an
+    # agent whose raylet already ended is still in the tree.
     stopped: set[int] = set()
     for _ in range(20):
-        tree = _descendants(os.getpid())
-        if _ray_session_dir:
-            tree += _session_processes(_ray_session_dir)
-        new = [pid for pid in tree if pid not in stopped and pid != os.getpid()]
+        new = [pid for pid in _descendants(os.getpid()) if pid not in stopped]
         if not new:
             break
         for pid in new:
@@ -123,37 +105,54 @@ def _end_job(signum: int, frame: object) -> None:
     os._exit(128 + signum)
 
 
+def _prctl(option: int, value: int) -> bool:
+    """``prctl(option, value)``; False where there is none (not Linux)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        return libc.prctl(option, value) == 0
+    except (OSError, AttributeError):
+        return False
+
+
 def _die_with(parent_pid: int) -> None:
     """End this job when the sweep's process ends, however it ends (Linux).
 
     A job outliving a killed ``fl-sweep`` would keep training, and its Ray instance
     would outlive it.
     """
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):  # not Linux: a killed sweep leaves its jobs running
-        return
+    if not _prctl(PR_SET_PDEATHSIG, signal.SIGTERM):  # not Linux: a killed sweep
+        return                                        # leaves its jobs running
     if os.getppid() != parent_pid:  # the parent died before prctl took effect
         raise SystemExit(1)
+
+
+def _adopt_orphans() -> None:
+    """Make this job the parent of any process of its tree whose own parent ends (Linux).
+
+    Ray's agents are the raylet's children; when the raylet ends first (``ray.shutdown``,
+    or Ray's SIGTERM handler during ``ray.init``), they would go to ``init``, out of
+    :func:`_end_job`'s reach, and they wait a minute on the ended GCS before exiting.
+    """
+    _prctl(PR_SET_CHILD_SUBREAPER, 1)
 
 
 def _start_job(num_cpus: int, quiet: bool, parent_pid: int) -> None:
     """Worker initialiser: one Ray instance for every cell this job runs."""
     _die_with(parent_pid)
+    _adopt_orphans()
     from fl_app.experiments.engine import close_session, open_session
 
     # (after importing Flower, whose logger sets its own level when first imported)
     quiet_flower(quiet).__enter__()  # for the worker's lifetime, as the sequential sweep
     signal.signal(signal.SIGTERM, _end_job)
-    open_session(num_cpus)
-    global _ray_session_dir
-    with contextlib.suppress(Exception):  # best effort: the process tree is killed anyway
-        import ray
-
-        _ray_session_dir = ray._private.worker._global_node.get_session_dir_path()
-    # again: ray.init installs its own handler, which exits and leaves Ray running
-    signal.signal(signal.SIGTERM, _end_job)
+    try:
+        open_session(num_cpus)
+        # again: ray.init installs its own handler, which exits and leaves Ray's agents
+        signal.signal(signal.SIGTERM, _end_job)
+    except SystemExit as exc:  # a SIGTERM reached Ray's handler, during ray.init
+        if exc.code == signal.SIGTERM:
+            _end_job(signal.SIGTERM, None)
+        raise
     import atexit
 
     atexit.register(close_session)

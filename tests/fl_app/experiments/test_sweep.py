@@ -1,5 +1,6 @@
 """Sweeps: grid expansion, up-front validation, resume, reports, and one real sweep."""
 
+import contextlib
 import csv
 import io
 import json
@@ -74,9 +75,13 @@ class FakeRunner:
 
 
 class SlowRunner:
-    """A cell that takes ten minutes (a sweep to interrupt)."""
+    """A cell that takes ten minutes (a sweep to interrupt); it says so in ``started_dir``."""
+
+    def __init__(self, started_dir):
+        self.started_dir = started_dir
 
     def __call__(self, run_config, num_supernodes, on_round):
+        (Path(self.started_dir) / str(os.getpid())).touch()
         time.sleep(600)
 
 
@@ -522,31 +527,64 @@ def test_real_cells_in_two_jobs_equal_the_same_cells_run_one_by_one(tmp_path):
             assert [r[column] for r in got] == [r[column] for r in want], (name, column)
 
 
-def test_killing_the_sweep_ends_its_jobs_and_their_ray(tmp_path):
-    """SIGTERM to fl-sweep alone: its job processes and their Ray instances end too."""
+@pytest.mark.parametrize("moment", ["ray-starting", "cell-running"])
+def test_killing_the_sweep_ends_its_jobs_and_their_ray(tmp_path, moment):
+    """SIGTERM to fl-sweep alone: its job processes and their Ray instances end too.
+
+    ``ray-starting``: as soon as a job's raylet shows up, inside ``ray.init``, where Ray's
+    own SIGTERM handler is in place (it ends the raylet and leaves the agents behind);
+    ``cell-running``: once both jobs are in their first cell.
+    """
+    started = tmp_path / "started"
+    started.mkdir()
     code = ("import sys; from fl_app.experiments.sweep import run_sweep; "
             "from tests.fl_app.experiments.test_sweep import SlowRunner; "
             "run_sweep(sys.argv[1], {'seed': [0, 1, 2]}, {'num-server-rounds': 1}, "
-            "runner=SlowRunner(), jobs=2)")
-    processes = Processes(tmp_path, {**os.environ, "PYTHONPATH": str(REPO)})
+            f"runner=SlowRunner({str(started)!r}), jobs=2)")
+
+    def ready():
+        if moment == "ray-starting":
+            return any("raylet" in name for name in process_names(sweep_process))
+        sweep_process.track()
+        return len(list(started.iterdir())) == 2
+
+    # every process the sweep starts inherits this: found even if it leaves the sweep's tree
+    mark = f"FL_TEST_SWEEP={tmp_path}"
+    processes = Processes(tmp_path, {**os.environ, "PYTHONPATH": str(REPO),
+                                     "FL_TEST_SWEEP": str(tmp_path)})
     sweep_process = processes.start("sweep", [sys.executable, "-c", code, str(tmp_path / "s")])
     try:
         deadline = time.monotonic() + 180
-        while sum("raylet" in name for name in process_names(sweep_process)) < 2:
+        while not ready():
             assert sweep_process.returncode is None, sweep_process.log_tail()
-            assert time.monotonic() < deadline, "the two jobs did not start Ray in 180 s"
-            time.sleep(0.5)
-        time.sleep(5)  # both jobs past ray.init, into their first cell
+            assert time.monotonic() < deadline, f"not {moment} after 180 s"
+            time.sleep(0.1)
         sweep_process.track()
         os.kill(sweep_process.pid, signal.SIGTERM)  # the sweep only, not its process group
         deadline = time.monotonic() + 60
-        while sweep_process.running() and time.monotonic() < deadline:
+        while ((sweep_process.running() or processes_marked(mark))
+               and time.monotonic() < deadline):
             time.sleep(0.5)
             sweep_process.track()
-        left = [f"{p.pid}: {name_of(p.pid)}" for p in sweep_process.running()]
+        left = sorted({p.pid for p in sweep_process.running()} | set(processes_marked(mark)))
+        left = [f"{pid}: {name_of(pid)}" for pid in left]
     finally:
         processes.stop_all()
+        for pid in processes_marked(mark):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
     assert not left, "\n".join(x[:150] for x in left)
+
+
+def processes_marked(mark):
+    """Running processes whose environment holds ``mark`` (``KEY=value``), zombies aside."""
+    found = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        with contextlib.suppress(OSError):
+            if (mark.encode() in (entry / "environ").read_bytes().split(b"\0")
+                    and (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"):
+                found.append(int(entry.name))
+    return found
 
 
 def process_names(service):
