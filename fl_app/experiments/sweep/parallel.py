@@ -79,13 +79,8 @@ def _descendants(root: int) -> list[int]:
     return found
 
 
-def _end_job(signum: int, frame: object) -> None:
-    """Kill this job's process tree (its Ray instance and actors), then exit.
-
-    Not ``ray.shutdown()``: called from a signal handler it can wait forever on Ray's
-    own threads; and a job killed mid-cell has nothing to save (the cell's checkpoint
-    is on disk, and the next sweep resumes it).
-    """
+def _kill_tree() -> None:
+    """Kill every process this job started, transitively (its Ray instance and actors)."""
     # Stop the whole tree first, again until no new process shows up: a process Ray
     # spawns while we kill (an agent started by a raylet) must be stopped before it
     # can start more. Orphans come back to this job (:func:`_adopt_orphans`), so an
@@ -102,6 +97,17 @@ def _end_job(signum: int, frame: object) -> None:
     for pid in stopped:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGKILL)
+
+
+def _end_job(signum: int, frame: object) -> None:
+    """Kill this job's process tree, then exit.
+
+    Not ``ray.shutdown()``: called from a signal handler it can wait forever on Ray's
+    own threads; and a job killed mid-cell has nothing to save (the cell's checkpoint
+    is on disk, and the next sweep resumes it).
+    """
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut it short
+    _kill_tree()
     os._exit(128 + signum)
 
 
@@ -149,12 +155,18 @@ def _start_job(num_cpus: int, quiet: bool, parent_pid: int) -> None:
         open_session(num_cpus)
         # again: ray.init installs its own handler, which exits and leaves Ray's agents
         signal.signal(signal.SIGTERM, _end_job)
-    except SystemExit as exc:  # a SIGTERM reached Ray's handler, during ray.init
-        if exc.code == signal.SIGTERM:
-            _end_job(signal.SIGTERM, None)
+    except BaseException as exc:
+        # A SIGTERM reached Ray's handler in ray.init (a SystemExit), or Ray failed to
+        # start: either way no process of this Ray instance may outlive the job.
+        # (Ray's handler is still in place: a second SIGTERM must not cut the kill short)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        _kill_tree()
+        if isinstance(exc, SystemExit) and exc.code == signal.SIGTERM:
+            os._exit(128 + signal.SIGTERM)
         raise
     import atexit
 
+    atexit.register(_kill_tree)  # last: what ray.shutdown leaves (agents ending late)
     atexit.register(close_session)
 
 
