@@ -106,9 +106,23 @@ def _end_job(signum: int, frame: object) -> None:
     own threads; and a job killed mid-cell has nothing to save (the cell's checkpoint
     is on disk, and the next sweep resumes it).
     """
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut it short
+    _ignore_sigterm()  # a second SIGTERM must not cut it short
     _kill_tree()
     os._exit(128 + signum)
+
+
+def _ignore_sigterm() -> None:
+    """Ignore SIGTERM from now on, even if one reaches Ray's handler (a SystemExit) meanwhile.
+
+    Two SIGTERMs can come back to back (the sweep's end, then its pool's); the second
+    may land inside the very call that replaces Ray's handler.
+    """
+    while True:
+        try:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            return
+        except SystemExit:
+            continue
 
 
 def _prctl(option: int, value: int) -> bool:
@@ -158,8 +172,7 @@ def _start_job(num_cpus: int, quiet: bool, parent_pid: int) -> None:
     except BaseException as exc:
         # A SIGTERM reached Ray's handler in ray.init (a SystemExit), or Ray failed to
         # start: either way no process of this Ray instance may outlive the job.
-        # (Ray's handler is still in place: a second SIGTERM must not cut the kill short)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        _ignore_sigterm()  # Ray's handler is still in place
         _kill_tree()
         if isinstance(exc, SystemExit) and exc.code == signal.SIGTERM:
             os._exit(128 + signal.SIGTERM)
