@@ -40,6 +40,7 @@ from pathlib import Path
 import torch
 
 from fl_app.learning import data as fl_data
+from fl_app.learning.decode import pil_pixels
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA_DIR = REPO.parent / "shared" / "data" / "cifar10-jpeg"
@@ -73,7 +74,7 @@ def flwr_datasets_loader(data_dir: Path, cache_dir: Path
     def load(p: int) -> tuple[torch.Tensor, torch.Tensor]:
         part = fds.load_partition(p, "train")
         # the same pixels-to-inputs step as ours
-        x = fl_data.normalised(spec, fl_data.pil_pixels(part["image"], "RGB"))
+        x = fl_data.normalised(spec, pil_pixels(part["image"], "RGB"))
         return x, torch.tensor(part["label"], dtype=torch.int64)
 
     return load

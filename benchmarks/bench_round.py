@@ -109,7 +109,7 @@ def seed_overrides(args: argparse.Namespace) -> dict[str, object]:
 def cold_caches(scratch: Path) -> None:
     """Forget every decoded partition, test set and file listing of this process.
 
-    Also points the shared on-disk decode cache (fl_app.learning.data.decode_cache_dir) at an
+    Also points the shared on-disk decode cache (fl_app.learning.pixel_cache.decode_cache_dir) at an
     empty ``scratch/decode-cache`` (the previous way's ~600 MB deleted), inherited by
     the Ray workers a simulation starts, so each way decodes every JPEG it needs itself.
     """

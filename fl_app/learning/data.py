@@ -20,16 +20,16 @@ share of the test set.
 
 Decoding is the expensive part (50,000 JPEGs for CIFAR-10), so partitions and
 test sets are decoded once per process and kept in a bounded LRU cache: a
-simulation actor serving many rounds decodes each partition it sees once.
+simulation actor serving many rounds decodes each partition it sees once. The
+decoders are in :mod:`fl_app.learning.decode`, the on-disk cache that shares
+decoded pixels between processes in :mod:`fl_app.learning.pixel_cache`.
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
-import warnings
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -38,6 +38,8 @@ import numpy as np
 import torch
 
 from fl_app.errors import ConfigError, DataUnavailableError
+from fl_app.learning import pixel_cache
+from fl_app.learning.decode import image_file_pixels, pil_pixels
 
 if TYPE_CHECKING:
     import datasets
@@ -149,70 +151,6 @@ def normalised(spec: DatasetSpec, pixels: torch.Tensor) -> torch.Tensor:
     per-image cost.
     """
     return standardised(spec, pixels.float().div(255))
-
-
-def pil_pixels(images: Iterable[object], mode: str) -> torch.Tensor:
-    """The ``N x C x H x W`` uint8 pixels of PIL images, each converted to ``mode``.
-
-    The arrays PIL hands over, stacked once: about 1.6x faster per CIFAR-10 JPEG
-    than ``ToTensor`` image by image.
-    """
-    arrays = [np.asarray(image.convert(mode)) for image in images]
-    pixels = torch.from_numpy(np.stack(arrays))
-    return pixels.unsqueeze(1) if pixels.ndim == 3 else pixels.permute(0, 3, 1, 2)
-
-
-def pil_luma(rgb: torch.Tensor) -> torch.Tensor:
-    """The ``N x 1 x H x W`` grey pixels PIL's ``convert("L")`` gives for RGB pixels.
-
-    ITU-R 601-2 luma, ``L = R * 299/1000 + G * 587/1000 + B * 114/1000``, in the
-    16-bit fixed point PIL computes it with (libImaging/Convert.c), so the values
-    are PIL's to the bit.
-    """
-    r, g, b = rgb.to(torch.int32).unbind(1)
-    return ((r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16).to(torch.uint8).unsqueeze(1)
-
-
-@functools.cache
-def _jpeg_decoder() -> Callable[..., list[torch.Tensor]] | None:
-    """TorchCodec's batch JPEG decoder, or None where its library does not load."""
-    try:
-        from torchcodec.decoders import decode_jpeg
-    except (ImportError, OSError, RuntimeError) as exc:  # e.g. a build for another torch
-        warnings.warn(f"TorchCodec's JPEG decoder did not load ({exc}); decoding JPEGs with "
-                      "PIL instead (the same pixels, about 3x slower)", stacklevel=2)
-        return None
-    return decode_jpeg
-
-
-def image_file_pixels(paths: Sequence[str], mode: str) -> torch.Tensor:
-    """The ``N x C x H x W`` uint8 pixels of image files, as PIL's ``convert(mode)`` has them.
-
-    JPEGs go through TorchCodec (the decoders torchvision 0.29 deprecates its own
-    for), about 3x faster than PIL for CIFAR-10's: the same libjpeg-turbo decode,
-    so the RGB pixels are PIL's exactly (all 60,000 CIFAR-10 JPEGs compared, and
-    progressive, subsampled, grey and CMYK ones in the tests); grey is PIL's luma
-    of them. Other formats, or no TorchCodec, go through PIL; so does a batch that
-    TorchCodec refuses, so that a broken file's error is PIL's, naming the file
-    (TorchCodec's does not say which of the batch it was).
-    """
-    decode = _jpeg_decoder()
-    if decode is None or not all(p.lower().endswith((".jpg", ".jpeg")) for p in paths):
-        return pil_pixels(_opened(paths), mode)
-    try:
-        rgb = torch.stack(decode(list(paths), mode="RGB"))
-    except RuntimeError:
-        return pil_pixels(_opened(paths), mode)
-    return rgb if mode == "RGB" else pil_luma(rgb)
-
-
-def _opened(paths: Iterable[str]) -> Iterator[object]:
-    """Each image file opened with PIL, closed once the next one is asked for."""
-    from PIL import Image
-
-    for path in paths:
-        with Image.open(path) as image:
-            yield image
 
 
 @functools.cache
@@ -345,68 +283,19 @@ def partition_indices(cfg: DataConfig, num_partitions: int, split: str = "train"
                  for p in range(num_partitions))
 
 
-def decode_cache_dir() -> Path | None:
-    """Where decoded ImageFolder images are shared between processes (None: off).
-
-    ``$FL_APP_CACHE_DIR``, default ``~/.cache/fl_app``; ``FL_APP_CACHE_DIR=off``
-    disables it. Simulated clients run in several processes (Ray actors) and a
-    partition sampled in two rounds may land on two of them; the cache makes every
-    JPEG decoded once per machine instead of once per process.
-    """
-    value = os.environ.get("FL_APP_CACHE_DIR", "")
-    if value.lower() == "off":
-        return None
-    return Path(value).expanduser() if value else Path.home() / ".cache" / "fl_app"
-
-
-def _decode_cache_file(cfg: DataConfig, split: str, rows: np.ndarray) -> Path | None:
-    root = decode_cache_dir()
-    if root is None or not cfg.data_dir:  # digits and hub copies decode fast already
-        return None
-    cat = _catalogue(cfg.dataset, cfg.data_dir, split)
-    # The exact files (path, size, modification time) name the entry: adding, removing
-    # or replacing an image changes the key, so a stale entry is never read.
-    digest = hashlib.blake2b(cfg.dataset.encode(), digest_size=16)
-    for r in rows:
-        path = cat.rows[int(r)]
-        st = os.stat(path)
-        digest.update(f"|{path}|{st.st_size}|{st.st_mtime_ns}".encode())
-    key = digest.hexdigest()
-    return root / f"{cfg.dataset}-{split}-pixels-{key}.npy"
-
-
-def _read_cached(path: Path | None, shape: tuple[int, ...]) -> torch.Tensor | None:
-    if path is None or not path.exists():
-        return None
-    try:
-        array = np.load(path)
-    except (OSError, ValueError):  # unreadable: decode again and overwrite
-        return None
-    return torch.from_numpy(array) if array.shape == shape and array.dtype == np.uint8 else None
-
-
-def _write_cached(path: Path, pixels: torch.Tensor) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as f:
-            np.save(f, pixels.numpy())
-        os.replace(tmp, path)  # atomic: a reader sees the whole file or none
-    except OSError:
-        pass  # a read-only or full disk only costs decoding again
-
-
 def _decode(cfg: DataConfig, split: str, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     cat = _catalogue(cfg.dataset, cfg.data_dir, split)
     shape = get_dataset_spec(cfg.dataset).input_shape
     if len(rows) == 0:
         return torch.empty((0, *shape)), torch.empty(0, dtype=torch.int64)
-    cache_file = _decode_cache_file(cfg, split, rows)
-    pixels = _read_cached(cache_file, (len(rows), *shape))
+    # Only image files are cached: digits and hub copies decode fast already.
+    cache_file = (pixel_cache.cache_file(cfg.dataset, split, [cat.rows[int(r)] for r in rows])
+                  if cfg.data_dir else None)
+    pixels = pixel_cache.read_cached(cache_file, (len(rows), *shape))
     if pixels is None:
         pixels = cat.pixels_of(rows)
         if tuple(pixels.shape[1:]) == shape and cache_file is not None:
-            _write_cached(cache_file, pixels)
+            pixel_cache.write_cached(cache_file, pixels)
     if tuple(pixels.shape[1:]) != shape:
         raise DataUnavailableError(
             f"images of {cfg.dataset!r} in {cfg.data_dir or 'the hub copy'} have shape "

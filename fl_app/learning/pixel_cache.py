@@ -1,0 +1,67 @@
+"""The on-disk cache of decoded image pixels, shared by the processes of one machine.
+
+Simulated clients run in several processes (Ray actors), and a partition sampled
+in two rounds may land on two of them; the cache makes every image file decoded
+once per machine instead of once per process. An entry is the uint8 pixels of a
+list of files (a quarter of the float inputs' bytes), named by the files
+themselves, so a changed image is never served stale.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def decode_cache_dir() -> Path | None:
+    """Where decoded ImageFolder images are shared between processes (None: off).
+
+    ``$FL_APP_CACHE_DIR``, default ``~/.cache/fl_app``; ``FL_APP_CACHE_DIR=off``
+    disables it.
+    """
+    value = os.environ.get("FL_APP_CACHE_DIR", "")
+    if value.lower() == "off":
+        return None
+    return Path(value).expanduser() if value else Path.home() / ".cache" / "fl_app"
+
+
+def cache_file(dataset: str, split: str, paths: Sequence[str]) -> Path | None:
+    """The entry holding the pixels of image files ``paths``, in order (None: cache off)."""
+    root = decode_cache_dir()
+    if root is None:
+        return None
+    # The exact files (path, size, modification time) name the entry: adding, removing
+    # or replacing an image changes the key, so a stale entry is never read.
+    digest = hashlib.blake2b(dataset.encode(), digest_size=16)
+    for path in paths:
+        st = os.stat(path)
+        digest.update(f"|{path}|{st.st_size}|{st.st_mtime_ns}".encode())
+    return root / f"{dataset}-{split}-pixels-{digest.hexdigest()}.npy"
+
+
+def read_cached(path: Path | None, shape: tuple[int, ...]) -> torch.Tensor | None:
+    """The uint8 pixels of shape ``shape`` stored at ``path``, or None if it holds no such thing."""
+    if path is None or not path.exists():
+        return None
+    try:
+        array = np.load(path)
+    except (OSError, ValueError):  # unreadable: decode again and overwrite
+        return None
+    return torch.from_numpy(array) if array.shape == shape and array.dtype == np.uint8 else None
+
+
+def write_cached(path: Path, pixels: torch.Tensor) -> None:
+    """Store ``pixels`` at ``path`` atomically; a disk that refuses only costs decoding again."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        with open(tmp, "wb") as f:
+            np.save(f, pixels.numpy())
+        os.replace(tmp, path)  # atomic: a reader sees the whole file or none
+    except OSError:
+        pass
