@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Mapping
-from functools import cached_property
+from functools import cached_property, lru_cache
 
 import numpy as np
 import torch
@@ -16,12 +16,12 @@ from flwr.client import Client, ClientApp, NumPyClient
 from flwr.common import ConfigRecord, Context, NDArrays, RecordDict, Scalar
 
 from fl_app import keys
-from fl_app.audit.canaries import canary_examples, run_canaries
+from fl_app.audit.canaries import canary_attackers, canary_examples, plan_canaries
 from fl_app.audit.members import member_rows
 from fl_app.config import RunConfig, parse_run_config, with_overrides
 from fl_app.errors import ConfigError
 from fl_app.federation.roles import build_run_model, is_byzantine, wrap_byzantine
-from fl_app.learning.data import partition_indices
+from fl_app.learning.data import DataConfig, partition_indices
 from fl_app.learning.device import cuda_devices_seen, load_partition_on, resolve_device
 from fl_app.privacy.levels import DP_LEVELS
 from fl_app.privacy.randomness import dp_generator, resolve_noise_source, running_in_simulation
@@ -35,6 +35,29 @@ def derived_seed(*parts: object) -> int:
     """
     digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") >> 1
+
+
+@lru_cache(maxsize=8)
+def _audit_training_set(device: torch.device, data: DataConfig, partition_id: int,
+                        num_partitions: int, exclude_members: int, num_canaries: int,
+                        num_attackers: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """An audit run's training examples of a partition: its members left out, its canaries added.
+
+    Kept per process (like the partition itself): a client is built for every
+    message, and masking and concatenating again each round would copy the
+    partition each time. The arguments are the run-config values the set depends on
+    (a RunConfig itself is not hashable).
+    """
+    x, y = load_partition_on(device, data, partition_id, num_partitions)
+    if exclude_members:  # a shadow federation of the membership audit
+        rows = partition_indices(data, num_partitions)[partition_id]
+        keep = torch.from_numpy(~np.isin(rows, member_rows(data, exclude_members))).to(device)
+        x, y = x[keep], y[keep]
+    if not num_canaries:
+        return x, y
+    plan = plan_canaries(data, num_canaries, num_partitions, num_attackers)
+    extra_x, extra_y = canary_examples(plan, data, partition_id)
+    return torch.cat([x, extra_x.to(device)]), torch.cat([y, extra_y.to(device)])
 
 
 class HonestClient(NumPyClient):
@@ -83,18 +106,11 @@ class HonestClient(NumPyClient):
         """This client's examples (decoded, moved to its device once per process) and canaries."""
         x, y = load_partition_on(self.device, self.cfg.data, self.partition_id,
                                  self.num_partitions, split)
-        if split != "train":
+        if split != "train" or not (self.cfg.audit_exclude_members or self.cfg.audit_canaries):
             return x, y
-        if self.cfg.audit_exclude_members:  # a shadow federation of the membership audit
-            rows = partition_indices(self.cfg.data, self.num_partitions)[self.partition_id]
-            keep = torch.from_numpy(~np.isin(rows, member_rows(
-                self.cfg.data, self.cfg.audit_exclude_members))).to(self.device)
-            x, y = x[keep], y[keep]
-        if not self.cfg.audit_canaries:
-            return x, y
-        extra_x, extra_y = canary_examples(run_canaries(self.cfg, self.num_partitions),
-                                           self.cfg.data, self.partition_id)
-        return torch.cat([x, extra_x.to(self.device)]), torch.cat([y, extra_y.to(self.device)])
+        return _audit_training_set(self.device, self.cfg.data, self.partition_id,
+                                   self.num_partitions, self.cfg.audit_exclude_members,
+                                   self.cfg.audit_canaries, canary_attackers(self.cfg))
 
     def train_weights(self, parameters: NDArrays, server_round: int,
                       partition_id: int | None = None,

@@ -65,10 +65,14 @@ def plan_canaries(data: DataConfig, num_canaries: int, num_partitions: int,
     return CanaryPlan(rows, labels.astype(np.int64), owners, included)
 
 
+def canary_attackers(cfg: RunConfig) -> int:
+    """The nodes of the run ``cfg`` that hold no canary: its client-side attackers."""
+    return cfg.num_attackers if cfg.attack_settings.client_side else 0
+
+
 def run_canaries(cfg: RunConfig, num_partitions: int) -> CanaryPlan:
     """The canaries of the run ``cfg`` on ``num_partitions`` nodes (``audit-canaries``)."""
-    attackers = cfg.num_attackers if cfg.attack_settings.client_side else 0
-    return plan_canaries(cfg.data, cfg.audit_canaries, num_partitions, attackers)
+    return plan_canaries(cfg.data, cfg.audit_canaries, num_partitions, canary_attackers(cfg))
 
 
 def canary_examples(plan: CanaryPlan, data: DataConfig, partition_id: int

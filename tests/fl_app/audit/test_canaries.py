@@ -35,9 +35,10 @@ def test_the_canary_plan_is_seeded_balanced_wrong_and_held_by_honest_clients_onl
     other = run_canaries(parse_run_config({**cfg.as_dict(), "seed": 1}), 10)
     assert not np.array_equal(other.included, plan.included)
     owner = int(plan.owners[0])
-    _, y = HonestClient(cfg, owner, 10).data()
+    x, y = HonestClient(cfg, owner, 10).data()
     base_x, _ = load_partition(cfg.data, owner, 10)
     assert len(y) == len(base_x) + len(plan.of_partition(owner))
+    assert HonestClient(cfg, owner, 10).data()[0] is x  # built once per process, not per call
     assert len(HonestClient(cfg, owner, 10).data("test")[1]) < len(y_test)  # test: no canary
 
 
