@@ -104,13 +104,12 @@ class HonestClient(NumPyClient):
 
     def data(self, split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
         """This client's examples (decoded, moved to its device once per process) and canaries."""
-        x, y = load_partition_on(self.device, self.cfg.data, self.partition_id,
+        if split == "train" and (self.cfg.audit_exclude_members or self.cfg.audit_canaries):
+            return _audit_training_set(self.device, self.cfg.data, self.partition_id,
+                                       self.num_partitions, self.cfg.audit_exclude_members,
+                                       self.cfg.audit_canaries, canary_attackers(self.cfg))
+        return load_partition_on(self.device, self.cfg.data, self.partition_id,
                                  self.num_partitions, split)
-        if split != "train" or not (self.cfg.audit_exclude_members or self.cfg.audit_canaries):
-            return x, y
-        return _audit_training_set(self.device, self.cfg.data, self.partition_id,
-                                   self.num_partitions, self.cfg.audit_exclude_members,
-                                   self.cfg.audit_canaries, canary_attackers(self.cfg))
 
     def train_weights(self, parameters: NDArrays, server_round: int,
                       partition_id: int | None = None,
