@@ -6,9 +6,7 @@ import json
 import math
 import warnings
 from functools import lru_cache
-
-from opacus.accountants import IAccountant, create_accountant
-from opacus.accountants.utils import get_noise_multiplier
+from typing import TYPE_CHECKING
 
 from fl_app.errors import ConfigError, FLAppError
 from fl_app.privacy.sampling import planned_steps, sample_rate
@@ -23,6 +21,13 @@ from fl_app.privacy.settings import (
     resolve_delta,
 )
 from fl_app.task import TrainSettings
+
+if TYPE_CHECKING:
+    from opacus.accountants import IAccountant
+
+# Opacus is imported where an accountant is made, not at import: every process of a run
+# (each client actor, the server, every CLI) imports this module through the config
+# rules, and importing Opacus (and torch.distributed with it) costs ~1.6 s there.
 
 #: A target epsilon whose calibrated noise multiplier exceeds this is refused: the
 #: noise on each coordinate would then be 100 times the largest clipped
@@ -41,6 +46,8 @@ class AccountantStateError(FLAppError, ValueError):
 
 def new_accountant(kind: str) -> IAccountant:
     """Return a fresh Opacus accountant of ``kind`` (checked against :func:`accountant_names`)."""
+    from opacus.accountants import create_accountant
+
     return create_accountant(check_accountant(kind))
 
 
@@ -108,7 +115,7 @@ def epsilon_after_steps(accountant: IAccountant, noise_multiplier: float, rate: 
 
     ``accountant`` itself is left unchanged (a copy takes the steps).
     """
-    trial = create_accountant(accountant.mechanism())
+    trial = new_accountant(accountant.mechanism())
     trial.load_state_dict({"history": list(accountant.history),
                            "mechanism": accountant.mechanism()})
     for _ in range(steps):
@@ -144,6 +151,8 @@ def noise_for_target_epsilon(target_epsilon: float, delta: float, sample_rate: f
 @lru_cache(maxsize=256)
 def _calibrated_noise(target_epsilon: float, delta: float, rate: float, total_steps: int,
                       accountant: str) -> float:
+    from opacus.accountants.utils import get_noise_multiplier
+
     setting = (f"delta={delta:.3g}, sample rate q={rate:.4g}, {total_steps} steps, "
                f"{accountant!r} accountant")
     try:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from opacus.validators import ModuleValidator
-from opacus.validators.errors import UnsupportedModuleError
 from torch import nn
 
 from fl_app.errors import FLAppError
@@ -23,6 +21,9 @@ def make_private_compatible(model: nn.Module) -> nn.Module:
     (server and clients) through this function. Raises
     :class:`IncompatibleModelError` if the fixed model still fails validation.
     """
+    from opacus.validators import ModuleValidator  # Opacus loads only where DP is asked for
+    from opacus.validators.errors import UnsupportedModuleError
+
     fixed = ModuleValidator.fix(model)
     fixed.train()
     try:
@@ -37,6 +38,8 @@ def make_private_compatible(model: nn.Module) -> nn.Module:
 
 def check_model(model: nn.Module) -> None:
     """Raise :class:`IncompatibleModelError` unless Opacus' ``ModuleValidator`` passes ``model``."""
+    from opacus.validators import ModuleValidator
+
     errors = ModuleValidator.validate(model, strict=False)
     if errors:
         raise IncompatibleModelError(

@@ -6,8 +6,6 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from opacus.accountants import registry as accountant_registry
-
 from fl_app.errors import ConfigError, ConfigErrors
 from fl_app.privacy.engines import DEFAULT_GRAD_SAMPLE_MODE, GRAD_SAMPLE_MODES, KEY_GRAD_SAMPLE_MODE
 
@@ -15,6 +13,7 @@ KEY_NOISE_MULTIPLIER = "dp-noise-multiplier"
 KEY_MAX_GRAD_NORM = "dp-max-grad-norm"
 KEY_DELTA = "dp-delta"
 KEY_ACCOUNTANT = "dp-accountant"
+DEFAULT_ACCOUNTANT = "rdp"  # Opacus' Renyi-DP accountant
 KEY_TARGET_EPSILON = "dp-target-epsilon"
 KEY_MAX_EPSILON = "dp-max-epsilon"
 
@@ -33,6 +32,8 @@ def accountant_names() -> list[str]:
     Read from Opacus' registry, so an accountant registered through
     ``opacus.accountants.register_accountant`` is accepted too.
     """
+    from opacus.accountants import registry as accountant_registry  # ~1.6 s: only when asked
+
     # Opacus keeps its registry in a module-level dict and has no public listing.
     return sorted(set(accountant_registry._ACCOUNTANTS) - UNSOUND_ACCOUNTANTS)
 
@@ -71,6 +72,8 @@ def check_max_epsilon(value: float) -> float:
 
 def check_accountant(name: str) -> str:
     """Return ``name`` if it is an accountant of :func:`accountant_names`."""
+    if name == DEFAULT_ACCOUNTANT:  # Opacus' own, always registered: no need to load Opacus
+        return name                 # (every config is checked, DP on or off)
     allowed = accountant_names()
     if name not in allowed:
         hint = ("Opacus marks it experimental: it can underestimate epsilon."
@@ -135,7 +138,7 @@ class DPSettings:
     noise_multiplier: float = 1.0
     max_grad_norm: float = 1.0
     delta: float | None = None
-    accountant: str = "rdp"
+    accountant: str = DEFAULT_ACCOUNTANT
     target_epsilon: float | None = None
     max_epsilon: float | None = None
     grad_sample_mode: str = DEFAULT_GRAD_SAMPLE_MODE

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
-from opacus.accountants import IAccountant
 from torch import nn
 
 from fl_app.learning.device import model_device
@@ -16,6 +16,9 @@ from fl_app.privacy.randomness import noise_generator_on
 from fl_app.privacy.sampling import poisson_batches, sample_rate, steps_per_epoch
 from fl_app.privacy.settings import KEY_ACCOUNTANT, DPSettings
 from fl_app.task import TrainSettings
+
+if TYPE_CHECKING:
+    from opacus.accountants import IAccountant
 
 
 def train_private(model: nn.Module, x: torch.Tensor, y: torch.Tensor, settings: TrainSettings,

@@ -36,10 +36,6 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F  # noqa: N812 (torch convention)
-from opacus.grad_sample import GradSampleModule
-from opacus.grad_sample.functorch import ft_compute_per_sample_gradient
-from opacus.optimizers.optimizer import _generate_noise
-from opacus.utils.tensor_utils import unfold2d
 from torch import nn
 
 from fl_app.privacy.engines import (
@@ -116,10 +112,21 @@ class _Tape:
                 del layer.ft_compute_sample_grad
 
 
+def _grad_samplers() -> dict[type, Callable]:
+    """Opacus' grad sampler of each layer type it has one for.
+
+    Opacus is imported here, not with this module: the engines register with the
+    config's checks, which every process of a run imports, DP or not.
+    """
+    from opacus.grad_sample import GradSampleModule
+
+    return GradSampleModule.GRAD_SAMPLERS
+
+
 def _layer_params(layer: nn.Module) -> list[nn.Parameter]:
     # A layer Opacus has a grad sampler for owns its direct parameters; any other
     # layer is handled whole by functorch, children included (as GradSampleModule).
-    recurse = type(layer) not in GradSampleModule.GRAD_SAMPLERS
+    recurse = type(layer) not in _grad_samplers()
     return [p for p in layer.parameters(recurse=recurse) if p.requires_grad]
 
 
@@ -127,7 +134,7 @@ def _trainable_layers(module: nn.Module) -> Iterator[nn.Module]:
     """Yield the layers to hook, as ``GradSampleModule.iterate_submodules`` does."""
     if any(p.requires_grad for p in module.parameters(recurse=False)):
         yield module
-        if type(module) not in GradSampleModule.GRAD_SAMPLERS:
+        if type(module) not in _grad_samplers():
             return
     for child in module.children():
         yield from _trainable_layers(child)
@@ -140,6 +147,8 @@ def _conv2d_grad_sample(layer: nn.Conv2d, activations: list[torch.Tensor],
     ``grad W_i = B_i U_i^T`` with ``U_i`` the unfolded (im2col) input of example ``i``
     and ``B_i`` its output gradient; 30-40 % faster than Opacus' at batch 10.
     """
+    from opacus.utils.tensor_utils import unfold2d
+
     n = backprops.shape[0]
     unfolded = unfold2d(activations[0], kernel_size=layer.kernel_size, padding=layer.padding,
                         stride=layer.stride, dilation=layer.dilation)
@@ -153,10 +162,12 @@ def _conv2d_grad_sample(layer: nn.Conv2d, activations: list[torch.Tensor],
 
 
 def _grad_sampler(layer: nn.Module) -> Callable:
+    from opacus.grad_sample.functorch import ft_compute_per_sample_gradient
+
     if (type(layer) is nn.Conv2d and layer.groups == 1 and layer.padding_mode == "zeros"
             and not isinstance(layer.padding, str)):
         return _conv2d_grad_sample
-    return GradSampleModule.GRAD_SAMPLERS.get(type(layer), ft_compute_per_sample_gradient)
+    return _grad_samplers().get(type(layer), ft_compute_per_sample_gradient)
 
 
 def _clip_and_add(calls: list[tuple[nn.Module, list[tuple[_Record, torch.Tensor]]]],
@@ -203,6 +214,8 @@ def _clip_and_add(calls: list[tuple[nn.Module, list[tuple[_Record, torch.Tensor]
 
 @contextmanager
 def _bookkeeping_session(ctx: StepContext) -> Iterator[StepFn]:
+    from opacus.optimizers.optimizer import _generate_noise
+
     model, generator = ctx.model, ctx.noise
     tape = _Tape(model)
     params = [p for p in model.parameters() if p.requires_grad]

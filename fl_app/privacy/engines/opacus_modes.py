@@ -5,14 +5,15 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import torch
-from opacus.grad_sample import prepare_module
-from opacus.optimizers import DPOptimizer, DPOptimizerFastGradientClipping, get_optimizer_class
-from opacus.utils.fast_gradient_clipping_utils import DPLossFastGradientClipping
 from torch import nn
 
 from fl_app.privacy.engines import Session, StepContext, StepFn, register_grad_sample_mode
+
+if TYPE_CHECKING:
+    from opacus.optimizers import DPOptimizer
 
 
 def _opacus_session(mode: str) -> Session:
@@ -20,6 +21,12 @@ def _opacus_session(mode: str) -> Session:
 
     @contextmanager
     def session(ctx: StepContext) -> Iterator[StepFn]:
+        # Opacus is imported once a session opens: the modes register with the config's
+        # checks, which every process of a run imports, DP or not.
+        from opacus.grad_sample import prepare_module
+        from opacus.optimizers import get_optimizer_class
+        from opacus.utils.fast_gradient_clipping_utils import DPLossFastGradientClipping
+
         extra = {"max_grad_norm": ctx.max_grad_norm} if mode == "ghost" else {}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -61,6 +68,8 @@ def _empty_batch(optimizer: DPOptimizer) -> None:
     Opacus' ``DPOptimizer`` turns them into a noise-only step; the ``"functorch"``
     and ``"ew"`` modules fail on an empty forward pass, so none is run.
     """
+    from opacus.optimizers import DPOptimizerFastGradientClipping
+
     for p in optimizer.params:
         if isinstance(optimizer, DPOptimizerFastGradientClipping):
             p.grad = torch.zeros_like(p)
