@@ -22,7 +22,8 @@ Decoding is the expensive part (50,000 JPEGs for CIFAR-10), so partitions and
 test sets are decoded once per process and kept in a bounded LRU cache: a
 simulation actor serving many rounds decodes each partition it sees once. The
 decoders are in :mod:`fl_app.learning.decode`, the on-disk cache that shares
-decoded pixels between processes in :mod:`fl_app.learning.pixel_cache`.
+decoded pixels between processes in :mod:`fl_app.learning.pixel_cache`, and the one
+that shares partition tables in :mod:`fl_app.learning.partition_cache`.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ import numpy as np
 import torch
 
 from fl_app.errors import ConfigError, DataUnavailableError
-from fl_app.learning import pixel_cache
+from fl_app.learning import partition_cache, pixel_cache
 from fl_app.learning.decode import image_file_pixels, pil_pixels
 
 if TYPE_CHECKING:
@@ -271,6 +272,10 @@ def partition_indices(cfg: DataConfig, num_partitions: int, split: str = "train"
     if num_partitions > len(labels):
         raise ConfigError("num-partitions", num_partitions,
                           f"at most {len(labels)} (the examples in the {split} split)")
+    entry = partition_cache.table_file(repr((cfg, num_partitions, split)), labels)
+    cached = partition_cache.read_table(entry, num_partitions, len(labels))
+    if cached is not None:
+        return cached
     import datasets
     from flwr_datasets.partitioner import IidPartitioner
 
@@ -280,8 +285,10 @@ def partition_indices(cfg: DataConfig, num_partitions: int, split: str = "train"
     partitioner = (_make_partitioner(cfg, num_partitions) if split == "train"
                    else IidPartitioner(num_partitions=num_partitions))
     partitioner.dataset = table
-    return tuple(np.asarray(partitioner.load_partition(p)["row"], dtype=np.int64)
-                 for p in range(num_partitions))
+    partitions = tuple(np.asarray(partitioner.load_partition(p)["row"], dtype=np.int64)
+                       for p in range(num_partitions))
+    partition_cache.write_table(entry, partitions)
+    return partitions
 
 
 def _decode(cfg: DataConfig, split: str, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:

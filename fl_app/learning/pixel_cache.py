@@ -19,7 +19,7 @@ import torch
 
 
 def decode_cache_dir() -> Path | None:
-    """Where decoded ImageFolder images are shared between processes (None: off).
+    """Where decoded images and partition tables are shared between processes (None: off).
 
     ``$FL_APP_CACHE_DIR``, default ``~/.cache/fl_app``; ``FL_APP_CACHE_DIR=off``
     disables it.
@@ -57,11 +57,19 @@ def read_cached(path: Path | None, shape: tuple[int, ...]) -> torch.Tensor | Non
 
 def write_cached(path: Path, pixels: torch.Tensor) -> None:
     """Store ``pixels`` at ``path`` atomically; a disk that refuses only costs decoding again."""
+    save_atomically(path, pixels.numpy())
+
+
+def save_atomically(path: Path, array: np.ndarray) -> None:
+    """Store ``array`` at ``path`` as ``.npy``, whole or not at all; a refusing disk is ignored.
+
+    A cache entry only saves work: failing to write one costs computing it again.
+    """
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         with open(tmp, "wb") as f:
-            np.save(f, pixels.numpy())
+            np.save(f, array)
         os.replace(tmp, path)  # atomic: a reader sees the whole file or none
     except OSError:
         pass
