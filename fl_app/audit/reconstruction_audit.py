@@ -11,6 +11,7 @@ draws them.
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -29,6 +30,8 @@ from fl_app.config import parse_run_config
 from fl_app.federation.roles import build_run_model
 from fl_app.learning.data import load_partition
 from fl_app.learning.device import model_device, resolve_device
+from fl_app.privacy.engines import DEFAULT_GRAD_SAMPLE_MODE, GRAD_SAMPLE_MODES, StepContext
+from fl_app.privacy.randomness import noise_generator_on
 from fl_app.runs import layout
 from fl_app.task import set_weights
 
@@ -54,19 +57,24 @@ def load_final_model(run_dir: Path) -> tuple[Any, torch.nn.Module]:
 
 
 def dp_sgd_gradient(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
-                    max_grad_norm: float, noise_multiplier: float,
-                    generator: torch.Generator) -> list[torch.Tensor]:
-    """One DP-SGD step's gradient: clipped per-example gradients, summed, noised, over b."""
-    total = None
-    for i in range(len(y)):
-        g = loss_gradient(model, x[i:i + 1], y[i:i + 1])
-        norm = float(torch.sqrt(sum((t * t).sum() for t in g)))
-        factor = min(1.0, max_grad_norm / (norm + 1e-6))  # Opacus' flat clipping
-        total = [t * factor for t in g] if total is None else [
-            s + t * factor for s, t in zip(total, g, strict=True)]
-    assert total is not None
-    return [(s + torch.normal(0.0, noise_multiplier * max_grad_norm, s.shape,
-                              generator=generator).to(s.device)) / len(y) for s in total]
+                    max_grad_norm: float, noise_multiplier: float, generator: torch.Generator,
+                    grad_sample_mode: str = DEFAULT_GRAD_SAMPLE_MODE) -> list[torch.Tensor]:
+    """One DP-SGD step's gradient on the batch ``(x, y)``, computed as the clients compute it.
+
+    The clients' own engine (``dp-grad-sample-mode``): each example's gradient clipped to
+    ``max_grad_norm``, summed, one draw of ``N(0, sigma^2 C^2)`` added, divided by the
+    batch size. It runs on a copy of ``model`` whose optimizer does not move (learning
+    rate 0), so what the step leaves in the gradients is the noisy gradient itself.
+    """
+    trial = copy.deepcopy(model)
+    params = [p for p in trial.parameters() if p.requires_grad]
+    ctx = StepContext(model=trial, x=x, y=y, optimizer=torch.optim.SGD(params, lr=0.0),
+                      noise_multiplier=noise_multiplier, max_grad_norm=max_grad_norm,
+                      expected_batch_size=len(y), generator=generator,
+                      noise_generator=noise_generator_on(model_device(trial), generator))
+    with GRAD_SAMPLE_MODES[grad_sample_mode](ctx) as step:
+        step(torch.arange(len(y)))
+        return [p.grad.detach().clone() for p in params]
 
 
 def reconstruct_audit(run_dir: str | Path, out: str | Path, *, batch_sizes: Sequence[int],
@@ -83,12 +91,13 @@ def reconstruct_audit(run_dir: str | Path, out: str | Path, *, batch_sizes: Sequ
     value_range = (float(x.min()), float(x.max()))
     clip = cfg.dp_max_grad_norm if cfg.dp else 1.0
     sigma = cfg.dp_noise_multiplier if cfg.dp else 1.0
+    mode = cfg.dp_grad_sample_mode  # the engine the run's clients use (or would)
     generator = torch.Generator().manual_seed(seed)
     rows, shown = [], []
     for b in batch_sizes:
         xb, yb = x[:b], y[:b]
         for private in (False, True):
-            gradient = (dp_sgd_gradient(model, xb, yb, clip, sigma, generator) if private
+            gradient = (dp_sgd_gradient(model, xb, yb, clip, sigma, generator, mode) if private
                         else loss_gradient(model, xb, yb))
             labels = labels_from_gradient(gradient, b)
             progress(f"batch {b}, {'DP-SGD' if private else 'no DP'}: inverting")

@@ -60,6 +60,37 @@ def test_one_image_is_rebuilt_from_its_gradient_but_not_from_a_dp_sgd_one(digit)
     assert noisy["psnr"] < 15 and noisy["psnr"] < clean["psnr"] - 15
 
 
+@pytest.mark.parametrize("mode", ["bookkeeping", "hooks"])
+def test_the_audits_dp_sgd_gradient_is_the_clients_clipped_noised_mean(mode):
+    """Definition: (sum_i g_i min(1, C / (||g_i|| + 1e-6)) + N(0, sigma^2 C^2 I)) / b."""
+    from fl_app.audit.reconstruction_audit import dp_sgd_gradient
+
+    cfg = parse_run_config({})
+    x, y = load_partition(cfg.data, 0, 10)
+    x, y = x[:6], y[:6]
+    torch.manual_seed(0)
+    model = build_model(cfg.model_name, 10)
+    clip = 0.05  # below every example's gradient norm: every one is clipped
+    expected = None
+    for i in range(len(y)):
+        g = loss_gradient(model, x[i:i + 1], y[i:i + 1])
+        norm = float(torch.sqrt(sum((t * t).sum() for t in g)))
+        assert norm > clip
+        scaled = [t * min(1.0, clip / (norm + 1e-6)) / len(y) for t in g]
+        expected = scaled if expected is None else [
+            e + t for e, t in zip(expected, scaled, strict=True)]
+    before = [p.detach().clone() for p in model.parameters()]
+    clean = dp_sgd_gradient(model, x, y, clip, 0.0, torch.Generator().manual_seed(0), mode)
+    for got, want in zip(clean, expected, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-7)
+    noisy = dp_sgd_gradient(model, x, y, clip, 2.0, torch.Generator().manual_seed(0), mode)
+    noise = torch.cat([(n - c).flatten() for n, c in zip(noisy, clean, strict=True)])
+    noise = noise * len(y) / (2.0 * clip)  # the draw, in units of sigma C / b
+    assert abs(float(noise.mean())) < 0.05 and abs(float(noise.std()) - 1.0) < 0.05
+    # the model itself is left as it was
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), before, strict=True))
+
+
 @pytest.mark.usefixtures("shared_engine")
 def test_fl_audit_reconstruct_attacks_a_finished_runs_model(tmp_path, capsys):
     from fl_app.audit.cli import main
