@@ -2,7 +2,7 @@
 
     fl-audit canaries [--set KEY=VALUE ...] [--num-supernodes 10] [--canaries 300] --out DIR
     fl-audit membership RUN_DIR [--members 300] [--shadows 4] [--out DIR]
-    fl-audit reconstruct RUN_DIR [--batch-sizes 1 2 4] [--out DIR]
+    fl-audit reconstruct RUN_DIR [--batch-sizes 1 2 4] [--local-steps 1] [--out DIR]
     fl-audit tradeoff [--dataset digits|cifar10] [--set KEY=VALUE ...] [--jobs N] --out DIR
 
 ``canaries``: the one-run epsilon lower bound of a federation run as configured, with
@@ -59,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     rebuild.add_argument("--steps", type=int, default=1000, help="Adam steps per restart")
     rebuild.add_argument("--restarts", type=int, default=4)
     rebuild.add_argument("--seed", type=int, default=0)
+    rebuild.add_argument("--local-steps", type=int, default=1,
+                         help="full-batch SGD steps the client takes before sending (default 1: "
+                              "its gradient), at the run's learning rate")
     picture = commands.add_parser("tradeoff", help="the privacy-utility-robustness picture: "
                                   "every DP level and sigma, clean and attacked, audited")
     picture.add_argument("--dataset", default="digits", choices=sorted(SETTINGS),
@@ -96,11 +99,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise FLAppError(f"{run_dir} holds no model.pt: give a finished run's folder")
             if any(b < 1 for b in args.batch_sizes):
                 raise FLAppError(f"--batch-sizes must be >= 1; got {args.batch_sizes}")
+            if args.local_steps < 1:
+                raise FLAppError(f"--local-steps must be >= 1; got {args.local_steps}")
             out = Path(args.out).expanduser() if args.out else run_dir / "audit-reconstruct"
             print(f"[fl-audit] writing to {out}", flush=True)
             audit = reconstruct_audit(run_dir, out, batch_sizes=args.batch_sizes,
                                       partition=args.partition, steps=args.steps,
                                       restarts=args.restarts, seed=args.seed,
+                                      local_steps=args.local_steps,
                                       progress=lambda line: print(f"[fl-audit] {line}",
                                                                   flush=True))
             for row in audit["results"]:

@@ -13,7 +13,11 @@ for cross-entropy, ``dL/db_j = mean_i (p_ij - [y_i = j])`` is negative exactly a
 batch's labels (exact for one image; for a batch, the most negative entries).
 
 One local step's update is ``-lr * g``; its direction is ``g``'s, so the cosine loss
-needs neither the learning rate nor the batch size. Quality is PSNR and SSIM
+needs neither the learning rate nor the batch size. A client that takes ``K`` local
+steps sends ``w_0 - w_K = lr * sum_k g_k``, each ``g_k`` at that step's weights
+(:func:`local_update`); the attacker then matches the direction of that sum, simulating
+the ``K`` steps on its dummy images at the known learning rate (Geiping et al., Sec. 5,
+on federated averaging). ``K = 1`` is the gradient itself. Quality is PSNR and SSIM
 (scikit-image) of each reconstruction against its true image, reconstructions
 paired to true images to maximise the total PSNR (the batch's order is unknown).
 """
@@ -27,6 +31,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from torch import nn
+from torch.func import functional_call
 
 from fl_app.learning.device import model_device
 
@@ -36,6 +41,29 @@ def loss_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
     """The gradient of the mean cross-entropy of ``(x, y)`` for every parameter."""
     loss = nn.functional.cross_entropy(model(x), y)
     return list(torch.autograd.grad(loss, list(model.parameters()), create_graph=create_graph))
+
+
+def local_update(model: nn.Module, x: torch.Tensor, y: torch.Tensor, lr: float, steps: int,
+                 create_graph: bool = False) -> list[torch.Tensor]:
+    """``(w_0 - w_K) / lr``: the sum of ``steps`` full-batch SGD gradients on ``(x, y)``.
+
+    Each step's gradient is of the mean cross-entropy at that step's weights, ``w_{k+1}
+    = w_k - lr g_k``, starting from ``model``'s weights, which are left unchanged (the
+    steps run on copies through ``torch.func.functional_call``). ``steps = 1`` is
+    :func:`loss_gradient`.
+    """
+    if steps == 1:
+        return loss_gradient(model, x, y, create_graph=create_graph)
+    names = [name for name, _ in model.named_parameters()]
+    weights = dict(model.named_parameters())
+    total: list[torch.Tensor] | None = None
+    for _ in range(steps):
+        loss = nn.functional.cross_entropy(functional_call(model, weights, (x,)), y)
+        grads = torch.autograd.grad(loss, [weights[n] for n in names], create_graph=create_graph)
+        weights = {n: weights[n] - lr * g for n, g in zip(names, grads, strict=True)}
+        total = list(grads) if total is None else [t + g for t, g in zip(total, grads, strict=True)]
+    assert total is not None
+    return total
 
 
 def labels_from_gradient(gradient: Sequence[torch.Tensor], batch_size: int) -> torch.Tensor:
@@ -63,11 +91,15 @@ def cosine_distance(a: Sequence[torch.Tensor], b: Sequence[torch.Tensor]) -> tor
 def invert_gradient(model: nn.Module, gradient: Sequence[torch.Tensor], labels: torch.Tensor,
                     image_shape: tuple[int, ...], value_range: tuple[float, float], *,
                     steps: int = 2000, lr: float = 0.1, tv_weight: float = 1e-4,
-                    restarts: int = 1, seed: int = 0) -> torch.Tensor:
+                    restarts: int = 1, seed: int = 0, local_steps: int = 1,
+                    local_lr: float = 0.01) -> torch.Tensor:
     """Geiping et al.'s reconstruction of ``len(labels)`` images from ``gradient``.
 
-    Returns the reconstruction of the lowest final loss over ``restarts``, clamped
-    to ``value_range`` (the data's range, as the attacker knows the preprocessing).
+    ``gradient`` is what the client sent divided by its learning rate: one step's
+    gradient, or with ``local_steps`` K > 1 the sum of :func:`local_update`, which
+    the attack then simulates at ``local_lr`` on its candidates. Returns the
+    reconstruction of the lowest final loss over ``restarts``, clamped to
+    ``value_range`` (the data's range, as the attacker knows the preprocessing).
     """
     target = [g.detach() for g in gradient]
     low, high = value_range
@@ -82,13 +114,15 @@ def invert_gradient(model: nn.Module, gradient: Sequence[torch.Tensor], labels: 
             optimizer, milestones=[int(steps * f) for f in (3 / 8, 5 / 8, 7 / 8)], gamma=0.1)
         for _ in range(steps):
             optimizer.zero_grad()
-            loss = cosine_distance(loss_gradient(model, x, labels, create_graph=True), target)
+            loss = cosine_distance(local_update(model, x, labels, local_lr, local_steps,
+                                                create_graph=True), target)
             (loss + tv_weight * total_variation(x)).backward()
             optimizer.step()
             scheduler.step()
             with torch.no_grad():
                 x.clamp_(low, high)
-        final = float(cosine_distance(loss_gradient(model, x, labels), target))
+        final = float(cosine_distance(local_update(model, x, labels, local_lr, local_steps),
+                                      target))
         if final < best_loss:
             best, best_loss = x.detach().clone(), final
     assert best is not None

@@ -1,8 +1,9 @@
 """``fl-audit reconstruct``: what the server can rebuild from one client's update.
 
-For each batch size ``b`` the client's first ``b`` training images give the gradient
-of one local step, sent in the clear (what a server sees without DP) and as DP-SGD
-would send it (each example's gradient clipped to ``C``, summed, ``N(0, sigma^2 C^2)``
+For each batch size ``b`` the client's first ``b`` training images give its update
+after ``local_steps`` full-batch SGD steps at the run's learning rate (one step: the
+gradient), sent in the clear (what a server sees without DP) and as DP-SGD would send
+it (each step's per-example gradients clipped to ``C``, summed, ``N(0, sigma^2 C^2)``
 added, divided by ``b``; the run's own ``C`` and ``sigma``, or 1.0 and 1.0). The
 server inverts each (:func:`fl_app.audit.reconstruct.invert_gradient`) at the run's
 final global model and the audit reports PSNR and SSIM against the true images, and
@@ -24,7 +25,7 @@ from fl_app.audit.reconstruct import (
     image_quality,
     invert_gradient,
     labels_from_gradient,
-    loss_gradient,
+    local_update,
 )
 from fl_app.config import parse_run_config
 from fl_app.federation.roles import build_run_model
@@ -56,30 +57,37 @@ def load_final_model(run_dir: Path) -> tuple[Any, torch.nn.Module]:
     return cfg, model
 
 
-def dp_sgd_gradient(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
-                    max_grad_norm: float, noise_multiplier: float, generator: torch.Generator,
-                    grad_sample_mode: str = DEFAULT_GRAD_SAMPLE_MODE) -> list[torch.Tensor]:
-    """One DP-SGD step's gradient on the batch ``(x, y)``, computed as the clients compute it.
+def dp_sgd_update(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
+                  max_grad_norm: float, noise_multiplier: float, generator: torch.Generator,
+                  grad_sample_mode: str = DEFAULT_GRAD_SAMPLE_MODE, lr: float = 0.0,
+                  steps: int = 1) -> list[torch.Tensor]:
+    """``(w_0 - w_K) / lr`` of ``steps`` full-batch DP-SGD steps on ``(x, y)``, as clients do.
 
-    The clients' own engine (``dp-grad-sample-mode``): each example's gradient clipped to
-    ``max_grad_norm``, summed, one draw of ``N(0, sigma^2 C^2)`` added, divided by the
-    batch size. It runs on a copy of ``model`` whose optimizer does not move (learning
-    rate 0), so what the step leaves in the gradients is the noisy gradient itself.
+    Each step is the clients' own engine (``dp-grad-sample-mode``): each example's
+    gradient clipped to ``max_grad_norm``, summed, one draw of ``N(0, sigma^2 C^2)``
+    added, divided by the batch size. The steps run on a copy of ``model`` with plain
+    SGD at ``lr``, and the noisy gradients they leave are summed: one step gives the
+    noisy gradient itself, whatever ``lr``.
     """
     trial = copy.deepcopy(model)
     params = [p for p in trial.parameters() if p.requires_grad]
-    ctx = StepContext(model=trial, x=x, y=y, optimizer=torch.optim.SGD(params, lr=0.0),
+    ctx = StepContext(model=trial, x=x, y=y, optimizer=torch.optim.SGD(params, lr=lr),
                       noise_multiplier=noise_multiplier, max_grad_norm=max_grad_norm,
                       expected_batch_size=len(y), generator=generator,
                       noise_generator=noise_generator_on(model_device(trial), generator))
+    total: list[torch.Tensor] | None = None
     with GRAD_SAMPLE_MODES[grad_sample_mode](ctx) as step:
-        step(torch.arange(len(y)))
-        return [p.grad.detach().clone() for p in params]
+        for _ in range(steps):
+            step(torch.arange(len(y)))
+            grads = [p.grad.detach().clone() for p in params]
+            total = grads if total is None else [t + g for t, g in zip(total, grads, strict=True)]
+    assert total is not None
+    return total
 
 
 def reconstruct_audit(run_dir: str | Path, out: str | Path, *, batch_sizes: Sequence[int],
                       partition: int = 0, steps: int = 1000, restarts: int = 4,
-                      seed: int = 0, progress: Callable[[str], None] = print
+                      seed: int = 0, local_steps: int = 1, progress: Callable[[str], None] = print
                       ) -> dict[str, Any]:
     """Run the audit; write ``audit.json`` and the figure into ``out``; return the audit."""
     run_dir, out = Path(run_dir).expanduser(), Path(out).expanduser()
@@ -92,17 +100,20 @@ def reconstruct_audit(run_dir: str | Path, out: str | Path, *, batch_sizes: Sequ
     clip = cfg.dp_max_grad_norm if cfg.dp else 1.0
     sigma = cfg.dp_noise_multiplier if cfg.dp else 1.0
     mode = cfg.dp_grad_sample_mode  # the engine the run's clients use (or would)
+    lr = cfg.learning_rate
     generator = torch.Generator().manual_seed(seed)
     rows, shown = [], []
     for b in batch_sizes:
         xb, yb = x[:b], y[:b]
         for private in (False, True):
-            gradient = (dp_sgd_gradient(model, xb, yb, clip, sigma, generator, mode) if private
-                        else loss_gradient(model, xb, yb))
+            gradient = (dp_sgd_update(model, xb, yb, clip, sigma, generator, mode, lr,
+                                      local_steps) if private
+                        else local_update(model, xb, yb, lr, local_steps))
             labels = labels_from_gradient(gradient, b)
             progress(f"batch {b}, {'DP-SGD' if private else 'no DP'}: inverting")
             rebuilt = invert_gradient(model, gradient, labels, tuple(x.shape[1:]), value_range,
-                                      steps=steps, restarts=restarts, seed=seed)
+                                      steps=steps, restarts=restarts, seed=seed,
+                                      local_steps=local_steps, local_lr=lr)
             quality = image_quality(xb, rebuilt, value_range)
             rows.append({"batch_size": b, "dp": private,
                          "max_grad_norm": clip if private else None,
@@ -114,7 +125,8 @@ def reconstruct_audit(run_dir: str | Path, out: str | Path, *, batch_sizes: Sequ
             shown.append((b, private, xb.cpu(), rebuilt.cpu()))
     audit = {"audit": "reconstruct", "run_dir": str(run_dir), "partition": partition,
              "attack": "gradient inversion (Geiping et al. 2020: cosine + TV, Adam)",
-             "steps": steps, "restarts": restarts, "results": rows}
+             "steps": steps, "restarts": restarts, "local_steps": local_steps,
+             "local_learning_rate": lr, "results": rows}
     (out / AUDIT_FILE).write_text(json.dumps(audit, indent=2) + "\n")
     draw_reconstructions(shown, value_range, out / FIGURE_FILE)
     return audit
