@@ -109,9 +109,10 @@ def seed_overrides(args: argparse.Namespace) -> dict[str, object]:
 def cold_caches(scratch: Path) -> None:
     """Forget every decoded partition, test set and file listing of this process.
 
-    Also points the shared on-disk decode cache (fl_app.learning.pixel_cache.decode_cache_dir) at an
+    Also points the shared on-disk cache (fl_app.learning.pixel_cache.decode_cache_dir) at an
     empty ``scratch/decode-cache`` (the previous way's ~600 MB deleted), inherited by
-    the Ray workers a simulation starts, so each way decodes every JPEG it needs itself.
+    the Ray workers a simulation starts, so each way decodes every JPEG it needs and
+    partitions the split (fl_app.learning.partition_cache) itself.
     """
     cache = scratch / "decode-cache"
     shutil.rmtree(cache, ignore_errors=True)
