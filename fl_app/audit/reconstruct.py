@@ -54,8 +54,8 @@ def local_update(model: nn.Module, x: torch.Tensor, y: torch.Tensor, lr: float, 
     """
     if steps == 1:
         return loss_gradient(model, x, y, create_graph=create_graph)
-    names = [name for name, _ in model.named_parameters()]
     weights = dict(model.named_parameters())
+    names = list(weights)
     total: list[torch.Tensor] | None = None
     for _ in range(steps):
         loss = nn.functional.cross_entropy(functional_call(model, weights, (x,)), y)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fl_app.learning.pixel_cache import decode_cache_dir, save_atomically
+from fl_app.learning.pixel_cache import decode_cache_dir, load_atomically_saved, save_atomically
 
 PARTITIONING_LIBRARIES = ("flwr-datasets", "datasets")
 
@@ -59,13 +59,9 @@ def read_table(path: Path | None, num_partitions: int, num_rows: int
     rows in turn. Anything else (unreadable, other sizes, rows outside ``[0,
     num_rows)``) is a miss, and the table is computed again.
     """
-    if path is None or not path.exists():
-        return None
-    try:
-        stored = np.load(path)
-    except (OSError, ValueError):
-        return None
-    if stored.dtype != np.int64 or stored.ndim != 1 or len(stored) < num_partitions + 1:
+    stored = load_atomically_saved(path)
+    if (stored is None or stored.dtype != np.int64 or stored.ndim != 1
+            or len(stored) < num_partitions + 1):
         return None
     offsets, rows = stored[:num_partitions + 1], stored[num_partitions + 1:]
     if (offsets[0] != 0 or offsets[-1] != len(rows) or np.any(np.diff(offsets) < 0)

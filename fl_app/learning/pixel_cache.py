@@ -46,13 +46,10 @@ def cache_file(dataset: str, split: str, paths: Sequence[str]) -> Path | None:
 
 def read_cached(path: Path | None, shape: tuple[int, ...]) -> torch.Tensor | None:
     """The uint8 pixels of shape ``shape`` stored at ``path``, or None if it holds no such thing."""
-    if path is None or not path.exists():
+    array = load_atomically_saved(path)
+    if array is None or array.shape != shape or array.dtype != np.uint8:
         return None
-    try:
-        array = np.load(path)
-    except (OSError, ValueError):  # unreadable: decode again and overwrite
-        return None
-    return torch.from_numpy(array) if array.shape == shape and array.dtype == np.uint8 else None
+    return torch.from_numpy(array)
 
 
 def write_cached(path: Path, pixels: torch.Tensor) -> None:
@@ -73,3 +70,16 @@ def save_atomically(path: Path, array: np.ndarray) -> None:
         os.replace(tmp, path)  # atomic: a reader sees the whole file or none
     except OSError:
         pass
+
+
+def load_atomically_saved(path: Path | None) -> np.ndarray | None:
+    """The array :func:`save_atomically` stored at ``path``; None if none, or unreadable.
+
+    An unreadable entry is a miss: it is computed again and overwritten.
+    """
+    if path is None or not path.exists():
+        return None
+    try:
+        return np.load(path)
+    except (OSError, ValueError):
+        return None
