@@ -8,6 +8,7 @@ before the first round), and ``fl-sweep`` runs it for every cell before any runs
 
 from __future__ import annotations
 
+import time
 import warnings
 from collections.abc import Callable
 
@@ -22,7 +23,7 @@ from fl_app.config import RunConfig
 from fl_app.errors import ConfigError, ConfigErrors
 from fl_app.federation.roles import aggregation_options, sampled_per_round
 from fl_app.federation.sampling import is_simulated, properties_of
-from fl_app.learning.data import partition_indices
+from fl_app.learning.data import partition_indices, store_partition_inputs
 from fl_app.learning.device import cuda_devices_seen, cuda_index, device_error
 from fl_app.privacy.levels import DP_LEVELS
 from fl_app.privacy.randomness import (
@@ -222,5 +223,22 @@ def start_checks(cfg: RunConfig, recorder: RunRecorder | None = None
         if errors:
             raise ConfigErrors(errors)
         check_federation(cfg, len(proxies), simulated, recorder)
+        if simulated:
+            store_inputs_for_actors(cfg, len(proxies))
 
     return check
+
+
+def store_inputs_for_actors(cfg: RunConfig, num_nodes: int) -> None:
+    """Decode every partition the simulated clients will load once, here, before round 1.
+
+    The actors then map their partitions from one file (fl_app.learning.inputs_cache)
+    instead of each decoding and normalising them into new memory as they are sampled.
+    """
+    splits = ("train", "test") if cfg.fraction_evaluate > 0 else ("train",)
+    for split in splits:
+        started = time.perf_counter()
+        stored = store_partition_inputs(cfg.data, num_nodes, split)
+        if stored is not None:
+            print(f"[fl_app] the {split} inputs of the {num_nodes} partitions are in {stored} "
+                  f"({time.perf_counter() - started:.1f} s)", flush=True)

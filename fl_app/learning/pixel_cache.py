@@ -35,13 +35,20 @@ def cache_file(dataset: str, split: str, paths: Sequence[str]) -> Path | None:
     root = decode_cache_dir()
     if root is None:
         return None
-    # The exact files (path, size, modification time) name the entry: adding, removing
-    # or replacing an image changes the key, so a stale entry is never read.
+    return root / f"{dataset}-{split}-pixels-{files_digest(dataset, paths)}.npy"
+
+
+def files_digest(dataset: str, paths: Sequence[str]) -> str:
+    """A digest of image files ``paths``, in order: each one's path, size and modification time.
+
+    Adding, removing or replacing an image changes it, so an entry named or checked
+    by it is never read stale.
+    """
     digest = hashlib.blake2b(dataset.encode(), digest_size=16)
     for path in paths:
         st = os.stat(path)
         digest.update(f"|{path}|{st.st_size}|{st.st_mtime_ns}".encode())
-    return root / f"{dataset}-{split}-pixels-{digest.hexdigest()}.npy"
+    return digest.hexdigest()
 
 
 def read_cached(path: Path | None, shape: tuple[int, ...]) -> torch.Tensor | None:

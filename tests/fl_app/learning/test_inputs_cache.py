@@ -1,0 +1,131 @@
+"""The mapped inputs entry: every partition's inputs exactly as decoded, current, shared."""
+
+import os
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from fl_app.config import parse_run_config
+from fl_app.federation import checks
+from fl_app.learning import data, inputs_cache
+from fl_app.learning.data import DataConfig, load_partition, store_partition_inputs
+
+NUM_PARTITIONS = 4
+
+
+def _image_folder(root, per_class: int = 9) -> None:
+    """A small CIFAR-shaped ImageFolder of random JPEGs (3 classes, train and test)."""
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for cls in ("a", "b", "c"):
+            (root / split / cls).mkdir(parents=True)
+            for i in range(per_class):
+                pixels = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(root / split / cls / f"{i}.jpg")
+
+
+@pytest.fixture
+def folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("FL_APP_CACHE_DIR", str(tmp_path / "cache"))
+    _image_folder(tmp_path / "data")
+    load_partition.cache_clear()
+    yield tmp_path
+    load_partition.cache_clear()
+    data._MAPPED.clear()
+
+
+def _decoded(cfg: DataConfig, partition: int, split: str = "train"):
+    rows = data.partition_indices(cfg, NUM_PARTITIONS, split)[partition]
+    return data._decode(cfg, split, rows, store_pixels=False)
+
+
+def _served(cfg: DataConfig, partition: int, split: str = "train"):
+    load_partition.cache_clear()  # what a process that never held the partition gets
+    return load_partition(cfg, partition, NUM_PARTITIONS, split)
+
+
+def _no_decoding(*args, **kwargs):
+    raise AssertionError("the partition should have come from the inputs entry")
+
+
+@pytest.mark.parametrize("partitioning", ["iid", "dirichlet"])
+def test_stored_partitions_are_served_from_the_entry_exactly_as_decoded(folder, partitioning,
+                                                                        monkeypatch):
+    cfg = DataConfig(dataset="cifar10", data_dir=str(folder / "data"), partitioning=partitioning,
+                     seed=1)
+    expected = [_decoded(cfg, p) for p in range(NUM_PARTITIONS)]
+    stored = store_partition_inputs(cfg, NUM_PARTITIONS)
+    assert stored is not None and stored.exists()
+    monkeypatch.setattr(data, "_decode", _no_decoding)
+    assert store_partition_inputs(cfg, NUM_PARTITIONS) == stored  # current: kept, not redone
+    for p, (x_want, y_want) in enumerate(expected):
+        x, y = _served(cfg, p)
+        assert x.dtype == torch.float32 and torch.equal(x, x_want) and torch.equal(y, y_want)
+
+
+def test_a_changed_image_is_decoded_afresh_and_the_next_store_renews_the_entry(folder,
+                                                                                monkeypatch):
+    cfg = DataConfig(dataset="cifar10", data_dir=str(folder / "data"))
+    store_partition_inputs(cfg, NUM_PARTITIONS)
+    rows = data.partition_indices(cfg, NUM_PARTITIONS)[2]
+    changed = data._catalogue(cfg.dataset, cfg.data_dir, "train").rows[int(rows[0])]
+    Image.new("RGB", (32, 32), (255, 0, 0)).save(changed)
+    os.utime(changed, ns=(1, 1))  # a new modification time even on a coarse clock
+    x, _ = _served(cfg, 2)
+    assert torch.equal(x, _decoded(cfg, 2)[0])  # the new image, not the stored one
+    assert torch.all(x[0] == x[0, :, 0, 0].reshape(3, 1, 1))  # plain red, normalised
+    store_partition_inputs(cfg, NUM_PARTITIONS)
+    monkeypatch.setattr(data, "_decode", _no_decoding)
+    assert torch.equal(_served(cfg, 2)[0], x)  # from the renewed entry
+
+
+def test_writing_to_a_served_partition_leaves_the_entry_as_it_was(folder):
+    cfg = DataConfig(dataset="cifar10", data_dir=str(folder / "data"))
+    store_partition_inputs(cfg, NUM_PARTITIONS)
+    x, _ = _served(cfg, 0)
+    original = x.clone()
+    x.zero_()  # copy-on-write: only this process's copy of those pages changes
+    data._MAPPED.clear()  # map the file again, as another process would
+    assert torch.equal(_served(cfg, 0)[0], original)
+
+
+def test_a_malformed_entry_is_a_miss(folder):
+    cfg = DataConfig(dataset="cifar10", data_dir=str(folder / "data"))
+    stored = store_partition_inputs(cfg, NUM_PARTITIONS)
+    entry = data._inputs_entry(cfg, NUM_PARTITIONS, "train")
+    num_rows = sum(map(len, data.partition_indices(cfg, NUM_PARTITIONS)))
+    assert inputs_cache.map_entry(entry, num_rows, (3, 32, 32), NUM_PARTITIONS) is not None
+    assert inputs_cache.map_entry(entry, num_rows + 1, (3, 32, 32), NUM_PARTITIONS) is None
+    assert inputs_cache.map_entry(entry, num_rows, (3, 32, 32), NUM_PARTITIONS + 1) is None
+    stored.write_bytes(stored.read_bytes()[:200])  # truncated
+    assert inputs_cache.map_entry(entry, num_rows, (3, 32, 32), NUM_PARTITIONS) is None
+    data._MAPPED.clear()
+    assert torch.equal(_served(cfg, 1)[0], _decoded(cfg, 1)[0])  # decoded, as without it
+
+
+def test_nothing_is_stored_with_the_cache_off_for_digits_or_over_the_size_limit(folder,
+                                                                               monkeypatch):
+    cfg = DataConfig(dataset="cifar10", data_dir=str(folder / "data"))
+    assert store_partition_inputs(DataConfig(dataset="digits"), NUM_PARTITIONS) is None
+    monkeypatch.setattr(inputs_cache, "MAX_ENTRY_BYTES", 27 * 3 * 32 * 32 * 4 - 1)
+    assert store_partition_inputs(cfg, NUM_PARTITIONS) is None
+    monkeypatch.setenv("FL_APP_CACHE_DIR", "off")
+    assert store_partition_inputs(cfg, NUM_PARTITIONS) is None
+    assert not (folder / "cache").exists() or not list((folder / "cache").glob("inputs-*"))
+
+
+@pytest.mark.parametrize(("fraction_evaluate", "splits"), [(0.0, {"train"}),
+                                                           (0.5, {"train", "test"})])
+def test_a_simulation_stores_the_splits_its_clients_will_load(folder, fraction_evaluate,
+                                                              splits, monkeypatch):
+    cfg = parse_run_config({"dataset": "cifar10", "data-dir": str(folder / "data"),
+                            "fraction-evaluate": fraction_evaluate})
+    checks.store_inputs_for_actors(cfg, NUM_PARTITIONS)
+    monkeypatch.setattr(data, "_decode", _no_decoding)
+    for split in splits:
+        assert _served(cfg.data, 1, split)[0].shape[1:] == (3, 32, 32)
+    if "test" not in splits:
+        with pytest.raises(AssertionError, match="inputs entry"):
+            _served(cfg.data, 1, "test")
