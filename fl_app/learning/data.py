@@ -385,6 +385,7 @@ def store_partition_inputs(cfg: DataConfig, num_partitions: int, split: str = "t
     digests = [_partition_digest(cfg, split, rows) for rows in partitions]
     current = inputs_cache.map_entry(entry, num_rows, shape, num_partitions)
     if current is not None and list(current[1]) == digests:
+        inputs_cache.mark_used(entry)
         return entry[0]
     _MAPPED.pop(entry[0], None)
     stored = inputs_cache.write_entry(

@@ -19,6 +19,7 @@ so a replaced image is decoded again, never served stale.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from collections.abc import Iterable
@@ -28,7 +29,9 @@ import numpy as np
 
 from fl_app.learning.pixel_cache import decode_cache_dir, load_atomically_saved, save_atomically
 
-MAX_ENTRY_BYTES = 8 * 2**30  # a bigger split is decoded partition by partition, as before
+# All entries together, and so any one (a bigger split is decoded partition by partition,
+# as before): a new entry first removes the least recently stored or used ones.
+MAX_ENTRY_BYTES = 8 * 2**30
 DIGEST_DTYPE = "S32"  # files_digest: 32 hex characters
 
 
@@ -75,8 +78,10 @@ def write_entry(entry: tuple[Path, Path], partitions_inputs: Iterable[np.ndarray
     whose files changed, and serves the others, whose inputs are the same.
     """
     inputs_file, digests_file = entry
-    if num_rows * int(np.prod(shape)) * 4 > MAX_ENTRY_BYTES:
+    size = num_rows * int(np.prod(shape)) * 4
+    if size > MAX_ENTRY_BYTES:
         return False
+    _make_room(inputs_file.parent, MAX_ENTRY_BYTES - size)
     tmp = inputs_file.with_name(f".{inputs_file.name}.{os.getpid()}.tmp")
     try:
         inputs_file.parent.mkdir(parents=True, exist_ok=True)
@@ -96,3 +101,29 @@ def write_entry(entry: tuple[Path, Path], partitions_inputs: Iterable[np.ndarray
         return False
     save_atomically(digests_file, np.array(digests, dtype=DIGEST_DTYPE))
     return True
+
+
+def mark_used(entry: tuple[Path, Path]) -> None:
+    """Note that ``entry`` was just used: the entries removed to make room are the others."""
+    with contextlib.suppress(OSError):  # a read-only cache: nothing is removed either
+        os.utime(entry[0])
+
+
+def _make_room(root: Path, keep_at_most: int) -> None:
+    """Remove the least recently used entries until the rest take at most ``keep_at_most`` bytes.
+
+    A process that has an entry mapped keeps reading it after the removal (the file
+    lives on until it is unmapped).
+    """
+    try:
+        entries = [(f.stat().st_mtime, f.stat().st_size, f) for f in root.glob("inputs-*.npy")
+                   if not f.name.endswith("-digests.npy")]
+    except OSError:
+        return
+    total = sum(size for _, size, _ in entries)
+    for _, size, inputs_file in sorted(entries):
+        if total <= keep_at_most:
+            break
+        for f in (inputs_file, inputs_file.with_name(f"{inputs_file.stem}-digests.npy")):
+            f.unlink(missing_ok=True)
+        total -= size

@@ -129,3 +129,23 @@ def test_a_simulation_stores_the_splits_its_clients_will_load(folder, fraction_e
     if "test" not in splits:
         with pytest.raises(AssertionError, match="inputs entry"):
             _served(cfg.data, 1, "test")
+
+
+def test_a_new_entry_removes_the_least_recently_used_ones_beyond_the_limit(folder,
+                                                                           monkeypatch):
+    one_entry = 27 * 3 * 32 * 32 * 4  # bytes of the inputs of the 27 training images
+    monkeypatch.setattr(inputs_cache, "MAX_ENTRY_BYTES", 2 * one_entry + 1000)
+    stored = {}
+    for seed in (1, 2):
+        cfg = DataConfig(dataset="cifar10", data_dir=str(folder / "data"), seed=seed)
+        stored[seed] = store_partition_inputs(cfg, NUM_PARTITIONS)
+        os.utime(stored[seed], (seed, seed))  # seed 1 used longest ago
+    store_partition_inputs(DataConfig(dataset="cifar10", data_dir=str(folder / "data"),
+                                      seed=1), NUM_PARTITIONS)  # used now: seed 2 is older
+    third = store_partition_inputs(DataConfig(dataset="cifar10",
+                                              data_dir=str(folder / "data"), seed=3),
+                                   NUM_PARTITIONS)
+    assert stored[1].exists() and third.exists() and not stored[2].exists()
+    assert sorted(f.name for f in (folder / "cache").glob("inputs-*")) == sorted(
+        [f.name for f in (stored[1], third)]
+        + [f.with_name(f"{f.stem}-digests.npy").name for f in (stored[1], third)])
