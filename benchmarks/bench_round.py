@@ -20,10 +20,12 @@ FedAvg) and do the same work each round:
    round's central evaluation.
 
 Data loading counts in both: every run starts with cold decode caches, so round 1
-includes the first decodes everywhere, and later rounds decode the partitions a
-process has not seen yet. Steady state is the median of rounds 2..R (round 1
-also pays Ray's start-up). Round ``r`` is timed, in both ways, from the end of
-evaluation ``r - 1`` to the end of evaluation ``r`` (as fl_app.runs.recorder does).
+includes the first decodes everywhere. The plain loop decodes each partition when it
+is first sampled; the Flower run's server decodes the whole training split into the
+inputs entry (fl_app.learning.inputs_cache) before round 1, which its actors map.
+Steady state is the median of rounds 2..R (round 1 also pays Ray's start-up). Round
+``r`` is timed, in both ways, from the end of evaluation ``r - 1`` to the end of
+evaluation ``r`` (as fl_app.runs.recorder does).
 
 Goals (issue): Flower's default at most 1.25x the floor and at most 0.6x the plain
 loop with 2 threads, each the median over ``--repeats`` (default 3) repeats of every
