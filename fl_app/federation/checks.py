@@ -229,14 +229,33 @@ def start_checks(cfg: RunConfig, recorder: RunRecorder | None = None
     return check
 
 
+# Decoding a whole split up front pays when a run samples most of its partitions.
+SHARE_LOADED_TO_STORE = 0.5
+
+
+def share_sampled(fraction: float, num_nodes: int, rounds: int) -> float:
+    """The expected share of ``num_nodes`` partitions sampled at least once in ``rounds`` rounds.
+
+    Each round samples ``max(int(num_nodes * fraction), 1)`` nodes uniformly, as
+    Flower's FedAvg and the app's seeded sampler do: ``1 - (1 - s / n) ** rounds``.
+    """
+    sampled = min(max(int(num_nodes * fraction), 1), num_nodes)
+    return 1 - (1 - sampled / num_nodes) ** rounds
+
+
 def store_inputs_for_actors(cfg: RunConfig, num_nodes: int) -> None:
     """Decode every partition the simulated clients will load once, here, before round 1.
 
     The actors then map their partitions from one file (fl_app.learning.inputs_cache)
     instead of each decoding and normalising them into new memory as they are sampled.
+    Only for a split the run is expected to load mostly (``SHARE_LOADED_TO_STORE``);
+    a short run decodes the few partitions it samples, and uses an entry stored before.
     """
-    splits = ("train", "test") if cfg.fraction_evaluate > 0 else ("train",)
-    for split in splits:
+    fractions = {"train": cfg.fraction_fit, "test": cfg.fraction_evaluate}
+    for split, fraction in fractions.items():
+        if (fraction <= 0 or share_sampled(fraction, num_nodes, cfg.num_server_rounds)
+                < SHARE_LOADED_TO_STORE):
+            continue
         started = time.perf_counter()
         stored = store_partition_inputs(cfg.data, num_nodes, split)
         if stored is not None:

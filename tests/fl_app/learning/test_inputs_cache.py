@@ -116,19 +116,35 @@ def test_nothing_is_stored_with_the_cache_off_for_digits_or_over_the_size_limit(
     assert not (folder / "cache").exists() or not list((folder / "cache").glob("inputs-*"))
 
 
-@pytest.mark.parametrize(("fraction_evaluate", "splits"), [(0.0, {"train"}),
-                                                           (0.5, {"train", "test"})])
-def test_a_simulation_stores_the_splits_its_clients_will_load(folder, fraction_evaluate,
-                                                              splits, monkeypatch):
+@pytest.mark.parametrize(("fractions", "rounds", "splits"), [
+    ((0.5, 0.0), 3, {"train"}),  # 1 - 0.5 ** 3 = 0.875 of the partitions sampled
+    ((0.5, 0.5), 3, {"train", "test"}),
+    ((0.25, 0.5), 2, {"test"}),  # 1 - 0.75 ** 2 = 0.4375 < 0.5: decoded as sampled
+    ((0.25, 0.0), 1, set()),
+])
+def test_a_simulation_stores_the_splits_its_clients_will_mostly_load(folder, fractions, rounds,
+                                                                     splits, monkeypatch):
     cfg = parse_run_config({"dataset": "cifar10", "data-dir": str(folder / "data"),
-                            "fraction-evaluate": fraction_evaluate})
+                            "fraction-fit": fractions[0], "fraction-evaluate": fractions[1],
+                            "num-server-rounds": rounds})
     checks.store_inputs_for_actors(cfg, NUM_PARTITIONS)
     monkeypatch.setattr(data, "_decode", _no_decoding)
-    for split in splits:
-        assert _served(cfg.data, 1, split)[0].shape[1:] == (3, 32, 32)
-    if "test" not in splits:
-        with pytest.raises(AssertionError, match="inputs entry"):
-            _served(cfg.data, 1, "test")
+    for split in ("train", "test"):
+        if split in splits:
+            assert _served(cfg.data, 1, split)[0].shape[1:] == (3, 32, 32)
+        else:
+            with pytest.raises(AssertionError, match="inputs entry"):
+                _served(cfg.data, 1, split)
+
+
+def test_the_share_sampled_is_the_chance_a_partition_is_drawn_at_least_once():
+    assert checks.share_sampled(0.25, 100, 6) == pytest.approx(1 - 0.75 ** 6)
+    assert checks.share_sampled(1.0, 7, 1) == 1.0
+    assert checks.share_sampled(0.001, 10, 3) == pytest.approx(1 - 0.9 ** 3)  # at least one
+    rng = np.random.default_rng(0)  # against drawing the rounds: 30 of 100, 4 rounds
+    drawn = [len(set().union(*(rng.choice(100, 30, replace=False) for _ in range(4)))) / 100
+             for _ in range(2000)]
+    assert np.mean(drawn) == pytest.approx(checks.share_sampled(0.3, 100, 4), abs=0.005)
 
 
 def test_a_new_entry_removes_the_least_recently_used_ones_beyond_the_limit(folder,
