@@ -318,7 +318,11 @@ def _decode(cfg: DataConfig, split: str, rows: np.ndarray, store_pixels: bool = 
 @functools.lru_cache(maxsize=PARTITION_CACHE_SIZE)
 def load_partition(cfg: DataConfig, partition_id: int, num_partitions: int,
                    split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
-    """Return ``(x, y)`` of one client's partition, decoded once per process."""
+    """Return ``(x, y)`` of one client's partition, decoded once per process.
+
+    From the inputs entry, mapped, where a simulation's server stored one
+    (:func:`store_partition_inputs`); decoded otherwise.
+    """
     if not 0 <= partition_id < num_partitions:
         raise ConfigError("partition-id", partition_id, f"an integer in [0, {num_partitions})")
     mapped = _mapped_partition(cfg, partition_id, num_partitions, split)
@@ -330,8 +334,10 @@ def load_partition(cfg: DataConfig, partition_id: int, num_partitions: int,
 
 def _inputs_entry(cfg: DataConfig, num_partitions: int, split: str
                   ) -> tuple[Path, Path] | None:
-    labels = _catalogue(cfg.dataset, cfg.data_dir, split).labels
-    return inputs_cache.entry_files(repr((cfg, num_partitions, split)), labels)
+    # Named by the table itself, so a partition's offset in the entry is its offset in it.
+    partitions = partition_indices(cfg, num_partitions, split)
+    spec = get_dataset_spec(cfg.dataset)  # the normalisation the inputs went through
+    return inputs_cache.entry_files(repr((cfg, num_partitions, split, spec)), partitions)
 
 
 def _partition_digest(cfg: DataConfig, split: str, rows: np.ndarray) -> bytes:

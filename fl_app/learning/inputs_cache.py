@@ -11,7 +11,7 @@ partition is a slice of the page cache that all actors share: no decoding, no ne
 memory, and a caller that writes to it changes only its own copy.
 
 An entry is two files named by the setting (as :mod:`fl_app.learning.partition_cache`
-names its tables) and the label column: the inputs, and the digest
+names its tables, plus the normalisation) and the partition table: the inputs, and the digest
 (:func:`fl_app.learning.pixel_cache.files_digest`) of each partition's image files.
 A partition is served from the entry only while its files still have that digest,
 so a replaced image is decoded again, never served stale.
@@ -22,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -35,13 +35,18 @@ MAX_ENTRY_BYTES = 8 * 2**30
 DIGEST_DTYPE = "S32"  # files_digest: 32 hex characters
 
 
-def entry_files(setting: str, labels: np.ndarray) -> tuple[Path, Path] | None:
-    """``(inputs, digests)`` files of the entry for ``setting`` and ``labels``; None: cache off."""
+def entry_files(setting: str, partitions: Sequence[np.ndarray]) -> tuple[Path, Path] | None:
+    """``(inputs, digests)`` files of the entry of ``setting``'s partition table; None: cache off.
+
+    Named by the table's rows and sizes too: the entry's layout is the table's.
+    """
     root = decode_cache_dir()
     if root is None:
         return None
     digest = hashlib.blake2b(f"{setting}|".encode(), digest_size=16)
-    digest.update(np.ascontiguousarray(labels, dtype=np.int64).tobytes())
+    digest.update(np.asarray([len(p) for p in partitions], dtype=np.int64).tobytes())
+    for rows in partitions:
+        digest.update(np.ascontiguousarray(rows, dtype=np.int64).tobytes())
     stem = f"inputs-{digest.hexdigest()}"
     return root / f"{stem}.npy", root / f"{stem}-digests.npy"
 

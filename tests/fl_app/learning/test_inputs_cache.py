@@ -81,6 +81,19 @@ def test_a_changed_image_is_decoded_afresh_and_the_next_store_renews_the_entry(f
     assert torch.equal(_served(cfg, 2)[0], x)  # from the renewed entry
 
 
+def test_another_partition_table_is_another_entry(folder, monkeypatch):
+    cfg = DataConfig(dataset="cifar10", data_dir=str(folder / "data"))
+    stored = store_partition_inputs(cfg, NUM_PARTITIONS)
+    table = data.partition_indices(cfg, NUM_PARTITIONS)
+    # Partition 0 one row longer, 1 unchanged: 1's files are the same, its offset is not
+    # (a partitioner that draws differently after an upgrade).
+    moved = (np.concatenate([table[0], table[3][:1]]), table[1], table[2], table[3][1:])
+    monkeypatch.setattr(data, "partition_indices", lambda *args: moved)
+    assert data._inputs_entry(cfg, NUM_PARTITIONS, "train")[0] != stored
+    x, _ = _served(cfg, 1)
+    assert torch.equal(x, data._decode(cfg, "train", moved[1], store_pixels=False)[0])
+
+
 def test_writing_to_a_served_partition_leaves_the_entry_as_it_was(folder):
     cfg = DataConfig(dataset="cifar10", data_dir=str(folder / "data"))
     store_partition_inputs(cfg, NUM_PARTITIONS)
