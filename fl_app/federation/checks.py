@@ -23,8 +23,9 @@ from fl_app.config import RunConfig
 from fl_app.errors import ConfigError, ConfigErrors
 from fl_app.federation.roles import aggregation_options, sampled_per_round
 from fl_app.federation.sampling import is_simulated, properties_of
-from fl_app.learning.data import partition_indices, store_partition_inputs
+from fl_app.learning.data import partition_indices
 from fl_app.learning.device import cuda_devices_seen, cuda_index, device_error
+from fl_app.learning.mapped_inputs import store_partition_inputs
 from fl_app.privacy.levels import DP_LEVELS
 from fl_app.privacy.randomness import (
     CSPRNG,

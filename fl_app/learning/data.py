@@ -25,7 +25,8 @@ decoders are in :mod:`fl_app.learning.decode`, the on-disk cache that shares
 decoded pixels between processes in :mod:`fl_app.learning.pixel_cache`, the one
 that shares partition tables in :mod:`fl_app.learning.partition_cache`, and the one
 that holds every partition's model inputs, mapped by all processes, in
-:mod:`fl_app.learning.inputs_cache` (a simulation's server fills it before round 1).
+:mod:`fl_app.learning.inputs_cache` (a simulation's server fills it before round 1,
+:mod:`fl_app.learning.mapped_inputs`).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ import numpy as np
 import torch
 
 from fl_app.errors import ConfigError, DataUnavailableError
-from fl_app.learning import inputs_cache, partition_cache, pixel_cache
+from fl_app.learning import partition_cache, pixel_cache
 from fl_app.learning.decode import image_file_pixels, pil_pixels
 
 if TYPE_CHECKING:
@@ -321,83 +322,17 @@ def load_partition(cfg: DataConfig, partition_id: int, num_partitions: int,
     """Return ``(x, y)`` of one client's partition, decoded once per process.
 
     From the inputs entry, mapped, where a simulation's server stored one
-    (:func:`store_partition_inputs`); decoded otherwise.
+    (:func:`fl_app.learning.mapped_inputs.store_partition_inputs`); decoded otherwise.
     """
     if not 0 <= partition_id < num_partitions:
         raise ConfigError("partition-id", partition_id, f"an integer in [0, {num_partitions})")
-    mapped = _mapped_partition(cfg, partition_id, num_partitions, split)
+    from fl_app.learning.mapped_inputs import mapped_partition  # it builds on this module
+
+    mapped = mapped_partition(cfg, partition_id, num_partitions, split)
     if mapped is not None:
         return mapped
     rows = partition_indices(cfg, num_partitions, split)[partition_id]
     return _decode(cfg, split, rows)
-
-
-def _inputs_entry(cfg: DataConfig, num_partitions: int, split: str
-                  ) -> tuple[Path, Path] | None:
-    # Named by the table itself, so a partition's offset in the entry is its offset in it.
-    partitions = partition_indices(cfg, num_partitions, split)
-    spec = get_dataset_spec(cfg.dataset)  # the normalisation the inputs went through
-    return inputs_cache.entry_files(repr((cfg, num_partitions, split, spec)), partitions)
-
-
-def _partition_digest(cfg: DataConfig, split: str, rows: np.ndarray) -> bytes:
-    paths = _catalogue(cfg.dataset, cfg.data_dir, split).rows
-    return pixel_cache.files_digest(cfg.dataset, [paths[int(r)] for r in rows]).encode()
-
-
-_MAPPED: dict[Path, tuple[np.ndarray, np.ndarray]] = {}  # per process: a hit is kept, a miss not
-
-
-def _mapped_partition(cfg: DataConfig, partition_id: int, num_partitions: int, split: str
-                      ) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """The partition as a slice of the mapped inputs entry, if there is one and it is current."""
-    if not cfg.data_dir:  # only image files are cached: digits and hub copies decode fast
-        return None
-    entry = _inputs_entry(cfg, num_partitions, split)
-    if entry is None:
-        return None
-    partitions = partition_indices(cfg, num_partitions, split)
-    if entry[0] not in _MAPPED:
-        shape = get_dataset_spec(cfg.dataset).input_shape
-        mapped = inputs_cache.map_entry(entry, sum(map(len, partitions)), shape, num_partitions)
-        if mapped is None:
-            return None
-        _MAPPED[entry[0]] = mapped
-    inputs, digests = _MAPPED[entry[0]]
-    rows = partitions[partition_id]
-    if digests[partition_id] != _partition_digest(cfg, split, rows):
-        return None  # an image changed since the entry was stored: decode it afresh
-    start = sum(len(p) for p in partitions[:partition_id])
-    labels = _catalogue(cfg.dataset, cfg.data_dir, split).labels[rows]
-    return torch.from_numpy(inputs[start:start + len(rows)]), torch.from_numpy(labels)
-
-
-def store_partition_inputs(cfg: DataConfig, num_partitions: int, split: str = "train"
-                           ) -> Path | None:
-    """Decode and normalise every partition of ``split`` once, into the inputs entry.
-
-    Afterwards :func:`load_partition` in every process of the machine maps its
-    partition from that file (:mod:`fl_app.learning.inputs_cache`). A current entry
-    is kept; nothing is done for data without image files, with the cache off, or
-    for a split over ``inputs_cache.MAX_ENTRY_BYTES``. Returns the inputs file, or
-    None when there is none.
-    """
-    check_data_config(cfg)
-    entry = _inputs_entry(cfg, num_partitions, split) if cfg.data_dir else None
-    if entry is None:
-        return None
-    partitions = partition_indices(cfg, num_partitions, split)
-    num_rows, shape = sum(map(len, partitions)), get_dataset_spec(cfg.dataset).input_shape
-    digests = [_partition_digest(cfg, split, rows) for rows in partitions]
-    current = inputs_cache.map_entry(entry, num_rows, shape, num_partitions)
-    if current is not None and list(current[1]) == digests:
-        inputs_cache.mark_used(entry)
-        return entry[0]
-    _MAPPED.pop(entry[0], None)
-    stored = inputs_cache.write_entry(
-        entry, (_decode(cfg, split, rows, store_pixels=False)[0].numpy() for rows in partitions),
-        num_rows, shape, [d.decode() for d in digests])
-    return entry[0] if stored else None
 
 
 def split_size(cfg: DataConfig, split: str = "train") -> int:

@@ -5,7 +5,7 @@ A simulated client actor given a partition it has not held yet decoded its JPEGs
 into ~6 MB of new memory: half of an actor's samples in a profile of CIFAR-10
 rounds 2-5, and memory touched for the first time is slow on a VM. Instead, the
 server of a simulation decodes and normalises each partition of the split once
-before round 1 (:func:`fl_app.learning.data.store_partition_inputs`), in partition
+before round 1 (:func:`fl_app.learning.mapped_inputs.store_partition_inputs`), in partition
 order, into one float32 ``.npy``; each process maps it copy-on-write, so a
 partition is a slice of the page cache that all actors share: no decoding, no new
 memory, and a caller that writes to it changes only its own copy.

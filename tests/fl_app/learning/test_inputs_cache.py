@@ -9,8 +9,9 @@ from PIL import Image
 
 from fl_app.config import parse_run_config
 from fl_app.federation import checks
-from fl_app.learning import data, inputs_cache
-from fl_app.learning.data import DataConfig, load_partition, store_partition_inputs
+from fl_app.learning import data, inputs_cache, mapped_inputs
+from fl_app.learning.data import DataConfig, load_partition
+from fl_app.learning.mapped_inputs import store_partition_inputs
 
 NUM_PARTITIONS = 4
 
@@ -33,7 +34,7 @@ def folder(tmp_path, monkeypatch):
     load_partition.cache_clear()
     yield tmp_path
     load_partition.cache_clear()
-    data._MAPPED.clear()
+    mapped_inputs._MAPPED.clear()
 
 
 def _decoded(cfg: DataConfig, partition: int, split: str = "train"):
@@ -89,7 +90,7 @@ def test_another_partition_table_is_another_entry(folder, monkeypatch):
     # (a partitioner that draws differently after an upgrade).
     moved = (np.concatenate([table[0], table[3][:1]]), table[1], table[2], table[3][1:])
     monkeypatch.setattr(data, "partition_indices", lambda *args: moved)
-    assert data._inputs_entry(cfg, NUM_PARTITIONS, "train")[0] != stored
+    assert mapped_inputs.entry_of(cfg, NUM_PARTITIONS, "train")[0] != stored
     x, _ = _served(cfg, 1)
     assert torch.equal(x, data._decode(cfg, "train", moved[1], store_pixels=False)[0])
 
@@ -100,21 +101,21 @@ def test_writing_to_a_served_partition_leaves_the_entry_as_it_was(folder):
     x, _ = _served(cfg, 0)
     original = x.clone()
     x.zero_()  # copy-on-write: only this process's copy of those pages changes
-    data._MAPPED.clear()  # map the file again, as another process would
+    mapped_inputs._MAPPED.clear()  # map the file again, as another process would
     assert torch.equal(_served(cfg, 0)[0], original)
 
 
 def test_a_malformed_entry_is_a_miss(folder):
     cfg = DataConfig(dataset="cifar10", data_dir=str(folder / "data"))
     stored = store_partition_inputs(cfg, NUM_PARTITIONS)
-    entry = data._inputs_entry(cfg, NUM_PARTITIONS, "train")
+    entry = mapped_inputs.entry_of(cfg, NUM_PARTITIONS, "train")
     num_rows = sum(map(len, data.partition_indices(cfg, NUM_PARTITIONS)))
     assert inputs_cache.map_entry(entry, num_rows, (3, 32, 32), NUM_PARTITIONS) is not None
     assert inputs_cache.map_entry(entry, num_rows + 1, (3, 32, 32), NUM_PARTITIONS) is None
     assert inputs_cache.map_entry(entry, num_rows, (3, 32, 32), NUM_PARTITIONS + 1) is None
     stored.write_bytes(stored.read_bytes()[:200])  # truncated
     assert inputs_cache.map_entry(entry, num_rows, (3, 32, 32), NUM_PARTITIONS) is None
-    data._MAPPED.clear()
+    mapped_inputs._MAPPED.clear()
     assert torch.equal(_served(cfg, 1)[0], _decoded(cfg, 1)[0])  # decoded, as without it
 
 
