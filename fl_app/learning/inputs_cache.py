@@ -47,8 +47,13 @@ def entry_files(setting: str, partitions: Sequence[np.ndarray]) -> tuple[Path, P
     digest.update(np.asarray([len(p) for p in partitions], dtype=np.int64).tobytes())
     for rows in partitions:
         digest.update(np.ascontiguousarray(rows, dtype=np.int64).tobytes())
-    stem = f"inputs-{digest.hexdigest()}"
-    return root / f"{stem}.npy", root / f"{stem}-digests.npy"
+    inputs_file = root / f"inputs-{digest.hexdigest()}.npy"
+    return inputs_file, _digests_file(inputs_file)
+
+
+def _digests_file(inputs_file: Path) -> Path:
+    """The file of the per-partition digests beside ``inputs_file``."""
+    return inputs_file.with_name(f"{inputs_file.stem}-digests.npy")
 
 
 def map_entry(entry: tuple[Path, Path] | None, num_rows: int, shape: tuple[int, ...],
@@ -129,6 +134,6 @@ def _make_room(root: Path, keep_at_most: int) -> None:
     for _, size, inputs_file in sorted(entries):
         if total <= keep_at_most:
             break
-        for f in (inputs_file, inputs_file.with_name(f"{inputs_file.stem}-digests.npy")):
+        for f in (inputs_file, _digests_file(inputs_file)):
             f.unlink(missing_ok=True)
         total -= size

@@ -19,7 +19,13 @@ from fl_app.learning import data, inputs_cache, pixel_cache
 
 def entry_of(cfg: data.DataConfig, num_partitions: int, split: str
              ) -> tuple[Path, Path] | None:
-    """The inputs entry of the setting's partitions of ``split`` (None: the cache is off)."""
+    """The inputs entry of the setting's partitions of ``split``.
+
+    None with the cache off, or without image files: digits and hub copies decode
+    fast, and only image files are cached.
+    """
+    if not cfg.data_dir:
+        return None
     # Named by the table itself, so a partition's offset in the entry is its offset in it.
     partitions = data.partition_indices(cfg, num_partitions, split)
     spec = data.get_dataset_spec(cfg.dataset)  # the normalisation the inputs went through
@@ -38,8 +44,6 @@ _MAPPED: dict[Path, tuple[np.ndarray, np.ndarray]] = {}  # per process: a hit is
 def mapped_partition(cfg: data.DataConfig, partition_id: int, num_partitions: int, split: str
                      ) -> tuple[torch.Tensor, torch.Tensor] | None:
     """The partition as a slice of the mapped inputs entry, if there is one and it is current."""
-    if not cfg.data_dir:  # only image files are cached: digits and hub copies decode fast
-        return None
     entry = entry_of(cfg, num_partitions, split)
     if entry is None:
         return None
@@ -70,7 +74,7 @@ def store_partition_inputs(cfg: data.DataConfig, num_partitions: int, split: str
     None when there is none.
     """
     data.check_data_config(cfg)
-    entry = entry_of(cfg, num_partitions, split) if cfg.data_dir else None
+    entry = entry_of(cfg, num_partitions, split)
     if entry is None:
         return None
     partitions = data.partition_indices(cfg, num_partitions, split)
