@@ -19,6 +19,7 @@ import ctypes
 import multiprocessing
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -138,12 +139,27 @@ def _die_with(parent_pid: int) -> None:
     """End this job when the sweep's process ends, however it ends (Linux).
 
     A job outliving a killed ``fl-sweep`` would keep training, and its Ray instance
-    would outlive it.
+    would outlive it. Two ways, because the first alone is not enough: the parent's
+    death sends this job a SIGTERM, whose handler runs in the main thread between two
+    bytecodes only; and a thread watches the parent, for when the main thread is
+    inside a C++ call that does not come back (seen under load: Ray's
+    ``GlobalStateAccessor`` connecting to its GCS in ``ray.init``, for over a minute
+    after the SIGTERM, with the whole Ray instance up).
     """
     if not _prctl(PR_SET_PDEATHSIG, signal.SIGTERM):  # not Linux: a killed sweep
         return                                        # leaves its jobs running
     if os.getppid() != parent_pid:  # the parent died before prctl took effect
         raise SystemExit(1)
+    threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True,
+                     name="fl-sweep-parent-watch").start()
+
+
+def _watch_parent(parent_pid: int, every_s: float = 0.5) -> None:
+    """Kill this job's tree and exit once its parent has ended (it is then re-parented)."""
+    while os.getppid() == parent_pid:
+        time.sleep(every_s)
+    _kill_tree()
+    os._exit(128 + signal.SIGTERM)
 
 
 def _adopt_orphans() -> None:

@@ -6,6 +6,7 @@ import io
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -576,15 +577,54 @@ def test_killing_the_sweep_ends_its_jobs_and_their_ray(tmp_path, moment):
     assert not left, "\n".join(x[:150] for x in left)
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl is Linux-only")
+def test_a_job_whose_main_thread_cannot_take_the_sigterm_still_ends_with_the_sweep(tmp_path):
+    # The main thread of a job can sit in a C++ call that never returns to Python (Ray's
+    # GCS connect in ray.init, seen under load), so the SIGTERM its parent's death sends
+    # is never handled: here every thread of the job blocks SIGTERM (blocked before any
+    # thread starts, so all inherit it), and only the watching thread can end it.
+    job = ("import os, signal, sys, time; "
+           "signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM}); "
+           "from fl_app.experiments.sweep import parallel; "
+           "parallel._die_with(int(sys.argv[1])); "
+           "open(sys.argv[2], 'w').write(str(os.getpid())); time.sleep(300)")
+    parent = ("import subprocess, sys, os, time; from pathlib import Path; "
+              "ready = Path(sys.argv[1]); "
+              f"subprocess.Popen([sys.executable, '-c', {job!r}, str(os.getpid()), str(ready)]); "
+              "deadline = time.monotonic() + 60\n"
+              "while not ready.exists() or not ready.read_text():\n"
+              "    assert time.monotonic() < deadline; time.sleep(0.05)\n"
+              "os._exit(0)")
+    ready = tmp_path / "job.pid"
+    subprocess.run([sys.executable, "-c", parent, str(ready)], check=True, timeout=90,
+                   env={**os.environ, "PYTHONPATH": str(REPO)})
+    job_pid = int(ready.read_text())
+    deadline = time.monotonic() + 10
+    while running(job_pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    alive = running(job_pid)
+    if alive:
+        os.kill(job_pid, signal.SIGKILL)
+    assert not alive, "the job outlived its parent by 10 s"
+
+
 def processes_marked(mark):
     """Running processes whose environment holds ``mark`` (``KEY=value``), zombies aside."""
     found = []
     for entry in Path("/proc").glob("[0-9]*"):
         with contextlib.suppress(OSError):
             if (mark.encode() in (entry / "environ").read_bytes().split(b"\0")
-                    and (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"):
+                    and running(int(entry.name))):
                 found.append(int(entry.name))
     return found
+
+
+def running(pid):
+    """Whether process ``pid`` exists and is not a zombie."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def process_names(service):
