@@ -32,7 +32,7 @@ from fl_app.experiments.sweep import (
 )
 from fl_app.runs.checkpoint import Checkpoint, save_checkpoint
 from fl_app.runs.recorder import ROUND_COLUMNS, RunRecorder, resolve_run_dir
-from tests._processes import Processes
+from tests._processes import Processes, is_running, proc_id
 from tests.conftest import REPO
 
 SMALL = {"num-server-rounds": 2, "fraction-fit": 1.0}
@@ -598,13 +598,13 @@ def test_a_job_whose_main_thread_cannot_take_the_sigterm_still_ends_with_the_swe
     ready = tmp_path / "job.pid"
     subprocess.run([sys.executable, "-c", parent, str(ready)], check=True, timeout=90,
                    env={**os.environ, "PYTHONPATH": str(REPO)})
-    job_pid = int(ready.read_text())
+    job = proc_id(int(ready.read_text()))  # None: it has ended already
     deadline = time.monotonic() + 10
-    while running(job_pid) and time.monotonic() < deadline:
+    while job is not None and is_running(job) and time.monotonic() < deadline:
         time.sleep(0.1)
-    alive = running(job_pid)
+    alive = job is not None and is_running(job)
     if alive:
-        os.kill(job_pid, signal.SIGKILL)
+        os.kill(job.pid, signal.SIGKILL)
     assert not alive, "the job outlived its parent by 10 s"
 
 
@@ -613,18 +613,11 @@ def processes_marked(mark):
     found = []
     for entry in Path("/proc").glob("[0-9]*"):
         with contextlib.suppress(OSError):
-            if (mark.encode() in (entry / "environ").read_bytes().split(b"\0")
-                    and running(int(entry.name))):
-                found.append(int(entry.name))
+            proc = proc_id(int(entry.name))
+            if (proc is not None and is_running(proc)
+                    and mark.encode() in (entry / "environ").read_bytes().split(b"\0")):
+                found.append(proc.pid)
     return found
-
-
-def running(pid):
-    """Whether process ``pid`` exists and is not a zombie."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def process_names(service):
